@@ -1,0 +1,63 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "imgvol",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "imgvol", targets: ["imgvol"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries, each behind one module map.
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+
+        // Syscalls with errno-carrying errors; owned file descriptors.
+        .target(name: "CLinux"),
+        .target(name: "FileIO", dependencies: ["CLinux"]),
+        // Pure OCI values: references, digests, manifests, platforms. No I/O.
+        .target(name: "OCI", dependencies: [
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // The distribution client: auth, mirrors, manifests, verified blob streams.
+        .target(name: "Registry", dependencies: [
+            "OCI", "FileIO",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
+        // libarchive: decompression and tar indexing of layers.
+        .target(name: "Layers", dependencies: ["OCI", "FileIO", "CArchive"]),
+        // The on-disk content-addressed cache.
+        .target(name: "Store", dependencies: ["OCI", "FileIO", "Layers"]),
+        // The merged read-only tree of an image, unpacking, and the FUSE server.
+        .target(name: "ImageFS", dependencies: ["OCI", "FileIO", "Layers", "CFuse",
+            .product(name: "Logging", package: "swift-log")]),
+        // Orchestration shared by the CLI and the CSI plugin: pull, GC, mount bookkeeping.
+        .target(name: "ImgvolCore", dependencies: ["OCI", "FileIO", "Registry", "Layers", "Store", "ImageFS",
+            .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "imgvol", dependencies: [
+            "ImgvolCore", "OCI", "Registry", "Store", "ImageFS",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "OCITests", dependencies: ["OCI"]),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI"]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "Layers", "OCI"]),
+        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "Store", "OCI"]),
+    ]
+)

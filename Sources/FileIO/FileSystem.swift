@@ -1,0 +1,123 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Path-level helpers with errno-carrying errors. Writes that others may read go through
+/// `writeAtomically`, so a reader sees the old file or the new one, never a torn one.
+public enum FileSystem {
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    public static func fileSize(_ path: String) -> Int64? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return Int64(st.st_size)
+    }
+
+    /// Bytes the file occupies on disk (allocated blocks), not its apparent size.
+    public static func diskUsage(_ path: String) -> Int64 {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return 0 }
+        return Int64(st.st_blocks) * 512
+    }
+
+    public static func ageInSeconds(_ path: String) -> Int {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return 0 }
+        return time(nil) - st.st_mtim.tv_sec
+    }
+
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
+        if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError("mkdir", path) }
+    }
+
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/" + part
+            try makeDirectory(current, mode: mode)
+        }
+    }
+
+    public static func remove(_ path: String) throws(SystemError) {
+        if unlink(path) != 0 && errno != ENOENT { throw SystemError("unlink", path) }
+    }
+
+    public static func rename(_ from: String, _ to: String) throws(SystemError) {
+        _ = try retryingEINTR("rename", to) { Glibc.rename(from, to) }
+    }
+
+    public static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+
+    public static func listDirectory(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let ent = readdir(dir) {
+            let name = withUnsafeBytes(of: ent.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
+        let handle = try OpenFile.openRead(path)
+        let size = try handle.size()
+        var bytes = [UInt8](repeating: 0, count: Int(size))
+        let n = try bytes.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try handle.read(into: b, at: 0) } }.get()
+        return Array(bytes.prefix(n))
+    }
+
+    /// Unique temp name next to `dir`, so the final rename stays on one file system.
+    public static func temporaryPath(in dir: String, for name: String) -> String {
+        "\(dir)/.\(name).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+    }
+
+    /// temp file + fsync + rename + directory fsync.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDir: String, mode: mode_t = 0o644) throws(SystemError) {
+        let name = String(path.split(separator: "/").last ?? "file")
+        let tmp = temporaryPath(in: tmpDir, for: name)
+        do {
+            let handle = try OpenFile(path: tmp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
+            try handle.writeAll(bytes)
+            try handle.sync()
+            handle.close()
+            try rename(tmp, path)
+        } catch {
+            try? remove(tmp)
+            throw error
+        }
+        syncDirectory(parent(of: path))
+    }
+
+    public static func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// Removes a tree without following symlinks (unlinkat on the entries themselves).
+    public static func removeTree(_ path: String) throws(SystemError) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in listDirectory(path) { try removeTree(path + "/" + name) }
+            if rmdir(path) != 0 && errno != ENOENT { throw SystemError("rmdir", path) }
+        } else {
+            try remove(path)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import CLinux
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Owns one open file descriptor and closes it exactly once. The only place imgvol keeps raw
+/// descriptors for files it reads and writes.
+public final class OpenFile: @unchecked Sendable {
+    public let fd: Int32
+    public let path: String
+    private var closed = false
+
+    public init(adopting fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    public convenience init(path: String, flags: Int32, mode: mode_t = 0o644) throws(SystemError) {
+        let fd = try retryingEINTR("open", path) { open(path, flags | O_CLOEXEC, mode) }
+        self.init(adopting: fd, path: path)
+    }
+
+    public static func openRead(_ path: String) throws(SystemError) -> OpenFile {
+        try OpenFile(path: path, flags: O_RDONLY)
+    }
+
+    deinit { if !closed { Glibc.close(fd) } }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        Glibc.close(fd)
+    }
+
+    public func size() throws(SystemError) -> Int64 {
+        var st = stat()
+        _ = try retryingEINTR("fstat", path) { fstat(fd, &st) }
+        return Int64(st.st_size)
+    }
+
+    public func writeAll(_ buffer: UnsafeRawBufferPointer) throws(SystemError) {
+        guard var base = buffer.baseAddress else { return }
+        var left = buffer.count
+        while left > 0 {
+            let n = try retryingEINTR("write", path) { Glibc.write(fd, base, left) }
+            base += n
+            left -= n
+        }
+    }
+
+    public func writeAll(_ bytes: [UInt8]) throws(SystemError) {
+        try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try writeAll(b) } }.get()
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset`; fewer only at end of file.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(SystemError) -> Int {
+        guard let base = buffer.baseAddress else { return 0 }
+        var done = 0
+        while done < buffer.count {
+            let n = try retryingEINTR("pread", path) { pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done)) }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    public func truncate(to length: Int64) throws(SystemError) {
+        _ = try retryingEINTR("ftruncate", path) { ftruncate(fd, off_t(length)) }
+    }
+
+    public func seekToEnd() throws(SystemError) -> Int64 {
+        Int64(try retryingEINTR("lseek", path) { lseek(fd, 0, SEEK_END) })
+    }
+
+    public func sync() throws(SystemError) {
+        _ = try retryingEINTR("fsync", path) { fsync(fd) }
+    }
+
+    /// Starts write-back of what has been written so far, so the final fsync of a large file
+    /// has little left to do.
+    public func startWriteback(from offset: Int64, length: Int64) {
+        _ = imgvol_sync_file_range_write(fd, offset, length)
+    }
+
+    /// Advisory whole-file lock (flock): held until close or process death, so a killed
+    /// pull never leaves a lock behind.
+    public func tryLock(exclusive: Bool = true) throws(SystemError) -> Bool {
+        while true {
+            if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 { return true }
+            if errno == EINTR { continue }
+            if errno == EWOULDBLOCK { return false }
+            throw SystemError("flock", path)
+        }
+    }
+
+    public func lock(exclusive: Bool = true) throws(SystemError) {
+        _ = try retryingEINTR("flock", path) { flock(fd, exclusive ? LOCK_EX : LOCK_SH) }
+    }
+}

@@ -1,0 +1,33 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed system call: which call, on what path, and the errno, so a message can say exactly
+/// what went wrong where.
+public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let call: String
+    public let path: String
+    public let errno: Int32
+
+    public init(_ call: String, _ path: String, errno: Int32 = Glibc.errno) {
+        self.call = call
+        self.path = path
+        self.errno = errno
+    }
+
+    public var description: String {
+        let reason = String(cString: strerror(errno))
+        return path.isEmpty ? "\(call): \(reason)" : "\(call) \(path): \(reason)"
+    }
+}
+
+/// Runs a syscall that returns -1 on failure, retrying on EINTR.
+@inline(__always)
+public func retryingEINTR<T: BinaryInteger>(_ call: String, _ path: String, _ body: () -> T) throws(SystemError) -> T {
+    while true {
+        let r = body()
+        if r != -1 { return r }
+        if errno == EINTR { continue }
+        throw SystemError(call, path)
+    }
+}

@@ -1,0 +1,66 @@
+import FileIO
+import ImageFS
+import Layers
+import Logging
+import OCI
+import Registry
+import Store
+
+/// What the commands share: resolving a reference to a cached image (pulling per policy),
+/// building its tree, listing, removing.
+public struct ImageService: Sendable {
+    public enum PullPolicy: String, Sendable, CaseIterable {
+        case always, missing, never
+    }
+
+    public let store: ContentStore
+    public let logger: Logger
+
+    public init(store: ContentStore, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    /// The cached image for `reference`, pulling it first when the policy asks.
+    public func image(_ reference: Reference, policy: PullPolicy, puller: () -> Puller) async throws -> ImageRecord {
+        if policy != .always, let cached = cachedImage(reference) { return cached }
+        guard policy != .never else {
+            throw PullError(.notCached, "image \(reference) is not in the store at \(store.root) and --pull=never was given; pull it first")
+        }
+        return try await puller().pull(reference)
+    }
+
+    /// An image whose every layer is present.
+    public func cachedImage(_ reference: Reference) -> ImageRecord? {
+        let digest = reference.digest.flatMap { d in store.hasImage(d) ? d : nil } ?? store.digest(for: reference)
+        guard let digest, let record = try? store.readImage(digest),
+              record.layers.allSatisfy({ store.hasLayer($0.diffID) }) else { return nil }
+        return record
+    }
+
+    /// Finds a cached image by reference text, full digest, or digest prefix (as `podman rmi` does).
+    public func lookup(_ text: String) throws -> (names: [String], record: ImageRecord) {
+        let refs = store.references()
+        if let reference = try? Reference(text), let digest = refs[reference.description] ?? reference.digest.flatMap({ store.hasImage($0) ? $0 : nil }) {
+            return (refs.filter { $0.value == digest }.map(\.key).sorted(), try store.readImage(digest))
+        }
+        let hex = text.hasPrefix("sha256:") ? String(text.dropFirst(7)) : text
+        if hex.count >= 6, hex.allSatisfy(\.isHexDigit) {
+            let matches = store.listImages().filter { $0.hex.hasPrefix(hex) }
+            if matches.count == 1, let digest = matches.first {
+                return (refs.filter { $0.value == digest }.map(\.key).sorted(), try store.readImage(digest))
+            }
+        }
+        _ = try Reference(text)
+        throw StoreError(.notFound, "image \(text) is not in the store at \(store.root); see `imgvol images`")
+    }
+
+    public func tree(of record: ImageRecord) throws -> ImageTree {
+        let layers = try record.layers.map { (name: $0.digest.description, index: try store.readLayerIndex($0.diffID)) }
+        return try ImageTree.build(layers: layers)
+    }
+
+    public func layerTars(of record: ImageRecord) -> [String] {
+        record.layers.map { store.layerTarPath($0.diffID) }
+    }
+}

@@ -1,0 +1,72 @@
+/// The on-disk form of a layer index (`layers/<diff_id>.idx`).
+extension LayerIndex {
+    static let magic: [UInt8] = Array("IMGVOL-LAYER-INDEX-1\n".utf8)
+
+    public struct DecodingError: Error, CustomStringConvertible {
+        public let reason: String
+        public var description: String { "layer index is damaged: \(reason)" }
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = BinaryWriter()
+        for b in Self.magic { w.u8(b) }
+        w.u64(UInt64(entries.count))
+        for e in entries {
+            w.string(e.path)
+            w.u8(e.kind.rawValue)
+            w.u32(e.mode)
+            w.u32(e.uid)
+            w.u32(e.gid)
+            w.i64(e.mtimeSeconds)
+            w.u32(e.mtimeNanoseconds)
+            w.i64(e.size)
+            w.i64(e.dataOffset)
+            w.string(e.linkTarget)
+            w.u32(e.deviceMajor)
+            w.u32(e.deviceMinor)
+            w.u32(UInt32(e.xattrs.count))
+            for x in e.xattrs {
+                w.string(x.name)
+                w.data(x.value)
+            }
+        }
+        return w.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+        guard bytes.starts(with: Self.magic) else { throw DecodingError(reason: "wrong magic") }
+        var r = BinaryReader(Array(bytes.dropFirst(Self.magic.count)))
+        do {
+            let count = try r.u64()
+            guard count < 100_000_000 else { throw DecodingError(reason: "absurd entry count \(count)") }
+            var entries: [LayerEntry] = []
+            entries.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                let path = try r.string()
+                guard let kind = EntryKind(rawValue: try r.u8()) else { throw DecodingError(reason: "unknown entry kind") }
+                var e = LayerEntry(path: path, kind: kind)
+                e.mode = try r.u32()
+                e.uid = try r.u32()
+                e.gid = try r.u32()
+                e.mtimeSeconds = try r.i64()
+                e.mtimeNanoseconds = try r.u32()
+                e.size = try r.i64()
+                e.dataOffset = try r.i64()
+                e.linkTarget = try r.string()
+                e.deviceMajor = try r.u32()
+                e.deviceMinor = try r.u32()
+                let xattrCount = try r.u32()
+                for _ in 0..<xattrCount {
+                    e.xattrs.append(Xattr(name: try r.string(), value: try r.data()))
+                }
+                entries.append(e)
+            }
+            guard r.isAtEnd else { throw DecodingError(reason: "trailing bytes") }
+            self.init(entries: entries)
+        } catch let error as DecodingError {
+            throw error
+        } catch {
+            throw DecodingError(reason: "truncated")
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import CArchive
+import FileIO
+import OCI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads an uncompressed layer tar with libarchive and records every entry with the offset of
+/// its content, so files are later served from the tar itself. Content is skipped (seeked over),
+/// not read.
+public enum LayerIndexer {
+    public static func index(tarPath: String, layer: String) throws(LayerError) -> LayerIndex {
+        let handle: OpenFile
+        do { handle = try OpenFile.openRead(tarPath) } catch {
+            throw LayerError(.io, layer: layer, error.description)
+        }
+        let reader = try ArchiveReader(layer: layer)
+        let a = reader.handle
+        try reader.check(archive_read_support_format_tar(a), "tar support")
+        try reader.check(archive_read_support_format_gnutar(a), "gnutar support")
+        try reader.check(archive_read_support_format_empty(a), "empty support")
+        try reader.check(archive_read_open_fd(a, handle.fd, 1 << 16), "opening")
+
+        var entries: [LayerEntry] = []
+        var entry: OpaquePointer?
+        while true {
+            let status = archive_read_next_header(a, &entry)
+            if status == ARCHIVE_EOF { break }
+            try reader.check(status, "reading entry \(entries.count + 1)")
+            guard let entry else { break }
+            if let parsed = try parse(entry, dataOffset: archive_filter_bytes(a, 0), layer: layer) {
+                entries.append(parsed)
+            }
+        }
+        withExtendedLifetime(handle) {}
+        return LayerIndex(entries: entries)
+    }
+
+    static func parse(_ e: OpaquePointer, dataOffset: Int64, layer: String) throws(LayerError) -> LayerEntry? {
+        let rawPath = archive_entry_pathname(e).map { String(cString: $0) } ?? ""
+        let path: String
+        do { path = try TarPath.normalize(rawPath) } catch {
+            throw LayerError(.unsafeEntry, layer: layer, "\"\(rawPath)\" climbs above the image root with \"..\"")
+        }
+        var result = LayerEntry(
+            path: path, kind: .regular,
+            mode: UInt32(archive_entry_perm(e)) & 0o7777,
+            uid: UInt32(truncatingIfNeeded: archive_entry_uid(e)),
+            gid: UInt32(truncatingIfNeeded: archive_entry_gid(e)),
+            mtimeSeconds: Int64(archive_entry_mtime(e)),
+            mtimeNanoseconds: UInt32(truncatingIfNeeded: archive_entry_mtime_nsec(e)))
+
+        let base = TarPath.base(path)
+        if base.hasPrefix(TarPath.whiteoutPrefix) {
+            let parent = TarPath.parent(path)
+            if base == TarPath.opaqueMarker {
+                result.kind = .opaque
+                result.path = parent
+            } else {
+                let hidden = String(base.dropFirst(TarPath.whiteoutPrefix.count))
+                guard !hidden.isEmpty, hidden != ".", hidden != ".." else {
+                    throw LayerError(.unsafeEntry, layer: layer, "whiteout \"\(rawPath)\" names no file")
+                }
+                result.kind = .whiteout
+                result.path = parent.isEmpty ? hidden : parent + "/" + hidden
+            }
+            return result
+        }
+
+        if let hardlink = archive_entry_hardlink(e) {
+            let rawTarget = String(cString: hardlink)
+            do { result.linkTarget = try TarPath.normalize(rawTarget) } catch {
+                throw LayerError(.unsafeEntry, layer: layer, "hardlink \"\(rawPath)\" points above the image root (\"\(rawTarget)\")")
+            }
+            guard !result.linkTarget.isEmpty else {
+                throw LayerError(.unsafeEntry, layer: layer, "hardlink \"\(rawPath)\" points at the image root")
+            }
+            result.kind = .hardlink
+            return result
+        }
+
+        guard !path.isEmpty || UInt32(archive_entry_filetype(e)) == FileType.directory else {
+            throw LayerError(.unsafeEntry, layer: layer, "\"\(rawPath)\" names the image root but is not a directory")
+        }
+
+        switch UInt32(archive_entry_filetype(e)) {
+        case FileType.regular:
+            guard archive_entry_sparse_count(e) == 0 else {
+                throw LayerError(.unsupportedEntry, layer: layer, "\"\(rawPath)\" is a sparse file; re-create the layer without sparse entries")
+            }
+            result.kind = .regular
+            result.size = Int64(archive_entry_size(e))
+            result.dataOffset = dataOffset
+        case FileType.directory:
+            result.kind = .directory
+        case FileType.symlink:
+            result.kind = .symlink
+            result.linkTarget = archive_entry_symlink(e).map { String(cString: $0) } ?? ""
+            result.size = Int64(result.linkTarget.utf8.count)
+        case FileType.fifo:
+            result.kind = .fifo
+        case FileType.charDevice, FileType.blockDevice:
+            result.kind = UInt32(archive_entry_filetype(e)) == FileType.charDevice ? .charDevice : .blockDevice
+            result.deviceMajor = UInt32(truncatingIfNeeded: archive_entry_rdevmajor(e))
+            result.deviceMinor = UInt32(truncatingIfNeeded: archive_entry_rdevminor(e))
+        case FileType.socket:
+            result.kind = .socket
+        default:
+            throw LayerError(.unsupportedEntry, layer: layer, "\"\(rawPath)\" has unknown type \(UInt32(archive_entry_filetype(e)))")
+        }
+        result.xattrs = xattrs(of: e)
+        return result
+    }
+
+    static func xattrs(of e: OpaquePointer) -> [Xattr] {
+        guard archive_entry_xattr_reset(e) > 0 else { return [] }
+        var result: [Xattr] = []
+        var name: UnsafePointer<CChar>?
+        var value: UnsafeRawPointer?
+        var size = 0
+        while archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK {
+            guard let name else { continue }
+            let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+            result.append(Xattr(name: String(cString: name), value: bytes))
+        }
+        return result.sorted { $0.name < $1.name }
+    }
+}
+
+/// libarchive's AE_IF* values (C macros with casts, which Swift does not import).
+enum FileType {
+    static let regular: UInt32 = 0o100000
+    static let directory: UInt32 = 0o040000
+    static let symlink: UInt32 = 0o120000
+    static let fifo: UInt32 = 0o010000
+    static let charDevice: UInt32 = 0o020000
+    static let blockDevice: UInt32 = 0o060000
+    static let socket: UInt32 = 0o140000
+}

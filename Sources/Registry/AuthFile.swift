@@ -1,0 +1,101 @@
+import FileIO
+import Foundation
+
+/// containers-auth.json(5) / docker config.json lookup. Files are tried in podman's order and
+/// the most specific key wins (`registry/namespace/repo` before `registry`).
+public struct AuthFile: Sendable {
+    public let paths: [String]
+
+    /// The search order: `--authfile`, `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
+    /// `~/.config/containers/auth.json`, `~/.docker/config.json`.
+    public static func searchPaths(explicit: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+        if let explicit { return [explicit] }
+        var paths: [String] = []
+        if let env = environment["REGISTRY_AUTH_FILE"], !env.isEmpty { paths.append(env) }
+        if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { paths.append(runtime + "/containers/auth.json") }
+        else { paths.append("/run/containers/\(getuid())/auth.json") }
+        let home = environment["HOME"] ?? "/root"
+        paths.append((environment["XDG_CONFIG_HOME"] ?? home + "/.config") + "/containers/auth.json")
+        paths.append((environment["DOCKER_CONFIG"] ?? home + "/.docker") + "/config.json")
+        return paths
+    }
+
+    public init(paths: [String]) { self.paths = paths }
+
+    private struct Document: Decodable {
+        struct Entry: Decodable {
+            var auth: String?
+            var username: String?
+            var password: String?
+            var identitytoken: String?
+        }
+        var auths: [String: Entry]?
+    }
+
+    /// An explicit `--authfile` that is missing or unreadable is an error; the default
+    /// locations are optional.
+    public func credentials(registry: String, repository: String, explicit: Bool) throws(RegistryError) -> Credentials? {
+        for path in paths {
+            guard FileSystem.exists(path) else {
+                if explicit { throw RegistryError(.invalidConfiguration, "auth file \(path) does not exist") }
+                continue
+            }
+            let document: Document
+            do {
+                document = try JSONDecoder().decode(Document.self, from: Data(try FileSystem.readFile(path)))
+            } catch {
+                throw RegistryError(.invalidConfiguration, "auth file \(path) is not valid auth.json (expected {\"auths\": {\"REGISTRY\": {\"auth\": \"base64(user:password)\"}}})")
+            }
+            guard let auths = document.auths else { continue }
+            for key in Self.keys(registry: registry, repository: repository) {
+                guard let entry = Self.entry(in: auths, key: key) else { continue }
+                if let creds = try Self.decode(entry, path: path, key: key) { return creds }
+            }
+        }
+        return nil
+    }
+
+    static func keys(registry: String, repository: String) -> [String] {
+        var keys: [String] = []
+        var parts = repository.split(separator: "/").map(String.init)
+        while !parts.isEmpty {
+            keys.append(registry + "/" + parts.joined(separator: "/"))
+            parts.removeLast()
+        }
+        keys.append(registry)
+        if registry == "docker.io" {
+            keys += ["https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"]
+        }
+        return keys
+    }
+
+    /// Docker writes keys as URLs (`https://host/v1/`); podman as bare hosts.
+    private static func entry(in auths: [String: Document.Entry], key: String) -> Document.Entry? {
+        if let exact = auths[key] { return exact }
+        for (name, entry) in auths {
+            var n = Substring(name)
+            for scheme in ["https://", "http://"] where n.hasPrefix(scheme) { n = n.dropFirst(scheme.count) }
+            while n.hasSuffix("/") { n = n.dropLast() }
+            if n.hasSuffix("/v1") || n.hasSuffix("/v2") { n = n.dropLast(3) }
+            if n == key { return entry }
+        }
+        return nil
+    }
+
+    private static func decode(_ entry: Document.Entry, path: String, key: String) throws(RegistryError) -> Credentials? {
+        if let auth = entry.auth, !auth.isEmpty {
+            guard let data = Data(base64Encoded: auth), let text = String(data: data, encoding: .utf8),
+                  let colon = text.firstIndex(of: ":") else {
+                throw RegistryError(.invalidConfiguration, "auth file \(path): entry \"\(key)\" has an \"auth\" that is not base64(user:password)")
+            }
+            return Credentials(username: String(text[..<colon]), password: String(text[text.index(after: colon)...]))
+        }
+        if let user = entry.username, let password = entry.password {
+            return Credentials(username: user, password: password)
+        }
+        if let token = entry.identitytoken, !token.isEmpty {
+            return Credentials(username: "<token>", password: token)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,187 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import OCI
+
+/// The OCI distribution client: one per command, shared by all of its downloads.
+///
+/// Auth follows the registry's `WWW-Authenticate` challenge: Basic, or a Bearer token fetched
+/// from the realm with scope `repository:NAME:pull`, cached per host and repository.
+/// Credentials are attached only to the registry's own host, never to redirect targets.
+public final class RegistryClient: Sendable {
+    public struct Options: Sendable {
+        public var tlsVerify: Bool = true
+        /// `--creds`: used for every registry of this command.
+        public var credentials: Credentials?
+        public var authFile: AuthFile = AuthFile(paths: AuthFile.searchPaths(explicit: nil))
+        public var authFileExplicit = false
+        public var registriesConf = RegistriesConf()
+        public var userAgent = "imgvol/0.1"
+        /// Attempts per request before a transient failure is final.
+        public var maxAttempts = 6
+
+        public init() {}
+    }
+
+    let options: Options
+    let logger: Logger
+    let verifiedClient: HTTPClient
+    let unverifiedClient: HTTPClient
+    let state = ClientState()
+
+    public init(options: Options, logger: Logger) {
+        self.options = options
+        self.logger = logger
+        let timeout = HTTPClient.Configuration.Timeout(connect: .seconds(15), read: .seconds(60))
+        var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(30))
+        pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
+        var verified = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: timeout, connectionPool: pool)
+        verified.tlsConfiguration = .makeClientConfiguration()
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        var unverified = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow, timeout: timeout, connectionPool: pool)
+        unverified.httpVersion = .automatic
+        verifiedClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: verified)
+        unverifiedClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: unverified)
+    }
+
+    public func shutdown() async {
+        try? await verifiedClient.shutdown()
+        try? await unverifiedClient.shutdown()
+    }
+
+    public func endpoints(for reference: Reference) throws(RegistryError) -> [Endpoint] {
+        try options.registriesConf.endpoints(for: reference, tlsVerify: options.tlsVerify)
+    }
+
+    func credentials(for endpoint: Endpoint) throws(RegistryError) -> Credentials? {
+        if let explicit = options.credentials { return explicit }
+        return try options.authFile.credentials(registry: endpoint.registry, repository: endpoint.repository, explicit: options.authFileExplicit)
+    }
+
+    // MARK: requests
+
+    /// A request to `path` (under `/v2/`) on `endpoint`, with auth and scheme negotiation.
+    /// Non-success statuses are returned, not thrown; callers decide what each means.
+    func send(_ method: HTTPMethod, _ path: String, on endpoint: Endpoint, headers: HTTPHeaders = [:],
+              timeout: TimeAmount = .seconds(120)) async throws -> HTTPClientResponse {
+        let base = try await baseURL(for: endpoint)
+        var authorization = await state.authorization(for: endpoint)
+        for attempt in 0..<2 {
+            var request = HTTPClientRequest(url: base + path)
+            request.method = method
+            request.headers = headers
+            request.headers.replaceOrAdd(name: "User-Agent", value: options.userAgent)
+            if let authorization { request.headers.replaceOrAdd(name: "Authorization", value: authorization) }
+            let response = try await client(for: endpoint).execute(request, timeout: timeout)
+            guard response.status == .unauthorized, attempt == 0 else { return response }
+            let challenge = response.headers.first(name: "WWW-Authenticate").flatMap(AuthChallenge.init(header:))
+            _ = try? await response.body.collect(upTo: 1 << 16)
+            guard let challenge else { return response }
+            authorization = try await authorize(endpoint, challenge: challenge)
+            await state.setAuthorization(authorization, for: endpoint)
+            if authorization == nil { return response }
+        }
+        throw RegistryError(.unauthorized, "authentication to \(endpoint.registry) failed")
+    }
+
+    func client(for endpoint: Endpoint) -> HTTPClient {
+        endpoint.insecure ? unverifiedClient : verifiedClient
+    }
+
+    /// https, unless the endpoint is insecure and does not speak TLS: then plain http, as podman
+    /// does with `--tls-verify=false`.
+    func baseURL(for endpoint: Endpoint) async throws -> String {
+        if let known = await state.scheme(for: endpoint.apiHost) { return "\(known)://\(endpoint.apiHost)" }
+        let httpsBase = "https://\(endpoint.apiHost)"
+        guard endpoint.insecure else { return httpsBase }
+        var probe = HTTPClientRequest(url: httpsBase + "/v2/")
+        probe.headers.add(name: "User-Agent", value: options.userAgent)
+        do {
+            let response = try await unverifiedClient.execute(probe, timeout: .seconds(10))
+            _ = try? await response.body.collect(upTo: 1 << 16)
+            await state.setScheme("https", for: endpoint.apiHost)
+            return httpsBase
+        } catch {
+            logger.debug("TLS to \(endpoint.apiHost) failed (\(error)); using plain HTTP because TLS verification is off")
+            await state.setScheme("http", for: endpoint.apiHost)
+            return "http://\(endpoint.apiHost)"
+        }
+    }
+
+    /// Retries transient failures (connection errors, 429, 5xx) with exponential backoff.
+    func withRetries<T: Sendable>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        var delay: UInt64 = 200_000_000
+        var attempt = 1
+        while true {
+            do {
+                return try await body()
+            } catch let error as RegistryError where error.kind != .network {
+                throw error
+            } catch let error as NIOSSLError {
+                throw RegistryError(.network, "\(what): TLS failed (\(error)); if the registry serves plain HTTP or a self-signed certificate, pass --tls-verify=false")
+            } catch let error as BoringSSLError {
+                throw RegistryError(.network, "\(what): TLS failed (\(error)); if the registry serves plain HTTP or a self-signed certificate, pass --tls-verify=false")
+            } catch {
+                guard attempt < options.maxAttempts, !(error is CancellationError) else {
+                    if let error = error as? RegistryError { throw error }
+                    throw RegistryError(.network, "\(what) failed after \(attempt) attempts: \(Self.describe(error))")
+                }
+                logger.info("\(what): \(Self.describe(error)); retrying (attempt \(attempt + 1) of \(options.maxAttempts))")
+                try await Task.sleep(nanoseconds: delay)
+                delay = min(delay * 2, 5_000_000_000)
+                attempt += 1
+            }
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? RegistryError { return error.message }
+        if let error = error as? HTTPClientError { return "HTTP client: \(error)" }
+        return "\(error)"
+    }
+
+    /// The `errors[].message` of an OCI error body, for messages that say what the registry said.
+    static func registryMessage(_ body: ByteBuffer?) -> String {
+        guard let body, let data = body.getBytes(at: body.readerIndex, length: body.readableBytes) else { return "" }
+        struct Errors: Decodable {
+            struct Item: Decodable { var code: String?; var message: String? }
+            var errors: [Item]?
+        }
+        guard let parsed = try? JSONDecoder().decode(Errors.self, from: Data(data)), let items = parsed.errors, !items.isEmpty else { return "" }
+        return items.map { [$0.code, $0.message].compactMap { $0 }.joined(separator: ": ") }.joined(separator: "; ")
+    }
+
+    /// Maps an unexpected status to an error that says what to do.
+    func failure(_ response: HTTPClientResponse, _ what: String, endpoint: Endpoint) async -> RegistryError {
+        let body = try? await response.body.collect(upTo: 1 << 16)
+        let said = Self.registryMessage(body)
+        let detail = said.isEmpty ? "" : " (registry said: \(said))"
+        switch response.status.code {
+        case 401:
+            return RegistryError(.unauthorized, "\(what): authentication required by \(endpoint.registry)\(detail); log in with --creds USER:PASS or --authfile FILE")
+        case 403:
+            return RegistryError(.denied, "\(what): access denied by \(endpoint.registry)\(detail); check the credentials' permissions")
+        case 404:
+            return RegistryError(.notFound, "\(what): not found in \(endpoint.registry)\(detail)")
+        case 429, 500...599:
+            return RegistryError(.network, "\(what): \(endpoint.registry) answered HTTP \(response.status.code)\(detail)")
+        default:
+            return RegistryError(.badResponse, "\(what): \(endpoint.registry) answered HTTP \(response.status.code)\(detail)")
+        }
+    }
+}
+
+/// Per-client caches: which scheme each host speaks, and the Authorization for each repository.
+actor ClientState {
+    private var schemes: [String: String] = [:]
+    private var authorizations: [Endpoint: String] = [:]
+
+    func scheme(for host: String) -> String? { schemes[host] }
+    func setScheme(_ scheme: String, for host: String) { schemes[host] = scheme }
+    func authorization(for endpoint: Endpoint) -> String? { authorizations[endpoint] }
+    func setAuthorization(_ value: String?, for endpoint: Endpoint) { authorizations[endpoint] = value }
+}

@@ -1,0 +1,174 @@
+import FileIO
+import Layers
+import OCI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The on-disk cache under `--root`:
+///
+///     blobs/sha256/<hex>   manifests, indexes and configs, verified
+///     layers/<hex>.tar     a layer's uncompressed tar, named by its diff_id (for an
+///                          uncompressed layer this is the registry blob itself: no copy)
+///     layers/<hex>.idx     its entry index (where each file's bytes sit in the tar)
+///     images/<hex>.json    one record per pulled image manifest
+///     refs.json            reference -> manifest digest
+///     tmp/                 partial downloads and files being written
+///     locks/               flock files
+///
+/// A layer is one sequential file, not one file per entry: unpacking creates no inodes, and
+/// the FUSE server reads file contents at an offset in the tar. Everything enters by
+/// temp + fsync + rename after its digest was checked, so any path that exists is complete.
+public final class ContentStore: Sendable {
+    public let root: String
+
+    public var blobsDir: String { root + "/blobs/sha256" }
+    public var layersDir: String { root + "/layers" }
+    public var imagesDir: String { root + "/images" }
+    public var tmpDir: String { root + "/tmp" }
+    public var locksDir: String { root + "/locks" }
+    public var mountsDir: String { root + "/mounts" }
+    var refsPath: String { root + "/refs.json" }
+
+    public init(root: String) throws(StoreError) {
+        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        do {
+            if !FileSystem.exists(self.root) {
+                try FileSystem.makeDirectories(FileSystem.parent(of: self.root))
+                try FileSystem.makeDirectory(self.root, mode: 0o700)
+            }
+            guard FileSystem.isDirectory(self.root) else {
+                throw StoreError(.io, "store root \(self.root) is not a directory; pass --root DIR")
+            }
+            try FileSystem.makeDirectories(blobsDir, mode: 0o700)
+            for dir in [layersDir, imagesDir, tmpDir, locksDir, mountsDir] {
+                try FileSystem.makeDirectory(dir, mode: 0o700)
+            }
+        } catch let error as SystemError {
+            throw StoreError(.io, "cannot create the store at \(self.root): \(error); pass --root DIR or run as root")
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.io, "\(error)")
+        }
+    }
+
+    // MARK: blobs
+
+    public func blobPath(_ digest: Digest) -> String { "\(blobsDir)/\(digest.hex)" }
+
+    public func hasBlob(_ digest: Digest) -> Bool { FileSystem.exists(blobPath(digest)) }
+
+    /// Reads a small blob and checks it still hashes to its name.
+    public func readBlob(_ digest: Digest) throws(StoreError) -> [UInt8] {
+        let bytes: [UInt8]
+        do { bytes = try FileSystem.readFile(blobPath(digest)) } catch {
+            throw StoreError(.notFound, "blob \(digest) is not in the store")
+        }
+        let actual = Digest.of(bytes)
+        guard actual == digest else {
+            throw StoreError(.corrupt, "stored blob \(digest) hashes to \(actual); run `imgvol rm` and pull again")
+        }
+        return bytes
+    }
+
+    public func writeBlob(_ bytes: [UInt8], digest: Digest) throws(StoreError) {
+        let actual = Digest.of(bytes)
+        guard actual == digest else {
+            throw StoreError(.digestMismatch, "content does not match its digest: expected \(digest), got \(actual)")
+        }
+        if hasBlob(digest) { return }
+        do { try FileSystem.writeAtomically(bytes, to: blobPath(digest), tmpDir: tmpDir, mode: 0o600) } catch {
+            throw .io(error)
+        }
+    }
+
+    // MARK: layers
+
+    public func layerTarPath(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).tar" }
+    public func layerIndexPath(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).idx" }
+
+    /// A layer is present once its index is: the index is committed after the tar.
+    public func hasLayer(_ diffID: Digest) -> Bool {
+        FileSystem.exists(layerIndexPath(diffID)) && FileSystem.exists(layerTarPath(diffID))
+    }
+
+    public func hasLayerTar(_ diffID: Digest) -> Bool { FileSystem.exists(layerTarPath(diffID)) }
+
+    public func readLayerIndex(_ diffID: Digest) throws(StoreError) -> LayerIndex {
+        do {
+            return try LayerIndex(decoding: try FileSystem.readFile(layerIndexPath(diffID)))
+        } catch let error as SystemError {
+            throw StoreError(.notFound, "layer \(diffID) is not in the store (\(error))")
+        } catch {
+            throw StoreError(.corrupt, "index of layer \(diffID) is damaged (\(error)); run `imgvol prune` and pull again")
+        }
+    }
+
+    /// Moves a verified, fsynced tar into place.
+    public func commitLayerTar(from tmpPath: String, diffID: Digest) throws(StoreError) {
+        do {
+            try FileSystem.rename(tmpPath, layerTarPath(diffID))
+            FileSystem.syncDirectory(layersDir)
+        } catch { throw .io(error) }
+    }
+
+    public func commitLayerIndex(_ index: LayerIndex, diffID: Digest) throws(StoreError) {
+        do { try FileSystem.writeAtomically(index.encoded(), to: layerIndexPath(diffID), tmpDir: tmpDir, mode: 0o600) } catch {
+            throw .io(error)
+        }
+    }
+
+    // MARK: images
+
+    func imagePath(_ digest: Digest) -> String { "\(imagesDir)/\(digest.hex).json" }
+
+    public func hasImage(_ digest: Digest) -> Bool { FileSystem.exists(imagePath(digest)) }
+
+    public func readImage(_ digest: Digest) throws(StoreError) -> ImageRecord {
+        let bytes: [UInt8]
+        do { bytes = try FileSystem.readFile(imagePath(digest)) } catch {
+            throw StoreError(.notFound, "image \(digest) is not in the store")
+        }
+        do { return try JSONCoding.decode(ImageRecord.self, from: bytes, what: "image record \(digest)") } catch {
+            throw StoreError(.corrupt, error.description)
+        }
+    }
+
+    public func writeImage(_ record: ImageRecord) throws(StoreError) {
+        do { try FileSystem.writeAtomically(JSONCoding.encode(record, pretty: true), to: imagePath(record.digest), tmpDir: tmpDir, mode: 0o600) } catch {
+            throw .io(error)
+        }
+    }
+
+    public func listImages() -> [Digest] {
+        FileSystem.listDirectory(imagesDir).compactMap { name in
+            guard name.hasSuffix(".json") else { return nil }
+            return try? Digest(hex: String(name.dropLast(5)))
+        }.sorted()
+    }
+
+    /// Bytes on disk that this image's own files take (layers shared with other images count
+    /// for each).
+    public func diskUsage(of record: ImageRecord) -> Int64 {
+        var total = record.blobs.reduce(0) { $0 + FileSystem.diskUsage(blobPath($1)) }
+        for diffID in Set(record.layers.map(\.diffID)) {
+            total += FileSystem.diskUsage(layerTarPath(diffID)) + FileSystem.diskUsage(layerIndexPath(diffID))
+        }
+        return total
+    }
+
+    // MARK: locks
+
+    func lockPath(_ name: String) -> String { "\(locksDir)/\(name).lock" }
+
+    public func lock(_ name: String, exclusive: Bool = true) async throws -> StoreLock {
+        try await StoreLock.acquire(path: lockPath(name), exclusive: exclusive)
+    }
+
+    /// Held shared by every pull and exclusively by GC, so GC never removes a layer that a
+    /// running pull has committed but not yet recorded in an image.
+    public func gcLock(exclusive: Bool) async throws -> StoreLock {
+        try await lock("gc", exclusive: exclusive)
+    }
+}

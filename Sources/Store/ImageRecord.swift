@@ -1,0 +1,47 @@
+import OCI
+
+/// What the store knows about one pulled image (one platform's manifest). Written last in a
+/// pull, so its presence means every blob and layer it names is complete.
+public struct ImageRecord: Codable, Sendable, Equatable {
+    public struct Layer: Codable, Sendable, Equatable {
+        /// The blob as the registry serves it (maybe compressed).
+        public var digest: Digest
+        public var mediaType: String
+        public var size: Int64
+        /// sha256 of the uncompressed tar; names the stored layer.
+        public var diffID: Digest
+
+        public init(digest: Digest, mediaType: String, size: Int64, diffID: Digest) {
+            self.digest = digest
+            self.mediaType = mediaType
+            self.size = size
+            self.diffID = diffID
+        }
+    }
+
+    /// The platform manifest's digest: the image's identity in imgvol.
+    public var digest: Digest
+    public var manifestMediaType: String
+    /// The index the manifest was chosen from, if any (kept for inspect and GC).
+    public var indexDigest: Digest?
+    public var configDigest: Digest
+    public var layers: [Layer]
+    public var platform: String?
+    public var created: String?
+    public var pulledAt: String
+
+    public init(digest: Digest, manifestMediaType: String, indexDigest: Digest?, configDigest: Digest,
+                layers: [Layer], platform: String?, created: String?, pulledAt: String) {
+        self.digest = digest
+        self.manifestMediaType = manifestMediaType
+        self.indexDigest = indexDigest
+        self.configDigest = configDigest
+        self.layers = layers
+        self.platform = platform
+        self.created = created
+        self.pulledAt = pulledAt
+    }
+
+    /// Blobs this image keeps (manifest, index, config).
+    public var blobs: [Digest] { [digest, configDigest] + (indexDigest.map { [$0] } ?? []) }
+}

@@ -1,0 +1,25 @@
+import FileIO
+import OCI
+
+/// A store operation that failed, with the object and path involved.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable, Equatable {
+        case io
+        case digestMismatch
+        case notFound
+        case corrupt
+        case inUse
+    }
+
+    public let kind: Kind
+    public let detail: String
+
+    public init(_ kind: Kind, _ detail: String) {
+        self.kind = kind
+        self.detail = detail
+    }
+
+    public static func io(_ error: SystemError) -> StoreError { StoreError(.io, error.description) }
+
+    public var description: String { detail }
+}

@@ -1,0 +1,33 @@
+import ArgumentParser
+import ImgvolCore
+import OCI
+import Store
+
+struct Remove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Remove images from the store (and the layers no other image uses).")
+
+    @OptionGroup var global: GlobalOptions
+
+    @Argument(help: "Image references or digests.")
+    var references: [String]
+
+    func validate() throws {
+        guard !references.isEmpty else { throw ValidationError("give at least one image to remove") }
+    }
+
+    func run() async throws {
+        let store = try global.openStore()
+        let service = ImageService(store: store, logger: global.makeLogger())
+        for text in references {
+            let (names, record) = try service.lookup(text)
+            // A reference removes that name; a digest removes every name of the image.
+            let reference = try? Reference(text)
+            let targets = reference.map { r in names.contains(r.description) ? [r.description] : names } ?? names
+            for name in targets { _ = try await store.removeReference(name) }
+            print(targets.isEmpty ? record.digest.description : targets.joined(separator: "\n"))
+        }
+        _ = try await store.collectGarbage()
+    }
+}

@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import ImageFS
+import ImgvolCore
+import OCI
+
+struct Unpack: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write an image's merged tree into a directory (for tools that cannot use a mount).",
+        discussion: "Device nodes are recorded in the store but never created. DIR must be new or empty.")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var pull: PullOptions
+
+    @Option(name: .customLong("pull"), help: "When to pull: always, missing (default), never.")
+    var policy: ImageService.PullPolicy = .missing
+
+    @Argument(help: "Image reference.")
+    var reference: String
+
+    @Argument(help: "Target directory.")
+    var directory: String
+
+    func run() async throws {
+        let reference = try Reference(self.reference)
+        let logger = global.makeLogger()
+        let store = try global.openStore()
+        let service = ImageService(store: store, logger: logger)
+        let record = try await pull.withPuller(store: store, logger: logger) { puller in
+            try await service.image(reference, policy: policy) { puller }
+        }
+        let tree = try service.tree(of: record)
+        var unpacker = Unpacker(tree: tree, layerTars: service.layerTars(of: record))
+        unpacker.onSkip = { path, kind in logger.info("skipped \(kind) \(path)") }
+        try unpacker.unpack(into: directory)
+    }
+}
+
+extension ImageService.PullPolicy: ExpressibleByArgument {}

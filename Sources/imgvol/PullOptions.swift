@@ -1,0 +1,60 @@
+import ArgumentParser
+import ImgvolCore
+import Logging
+import OCI
+import Registry
+import Store
+
+/// The podman/skopeo pull flags, shared by every command that may pull.
+struct PullOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Platform to choose from a multi-arch image (default: this host).", valueName: "os/arch[/variant]"))
+    var platform: String?
+
+    @Option(name: .customLong("tls-verify"), help: "Require HTTPS and verify certificates; =false allows plain HTTP and self-signed registries.")
+    var tlsVerify: Bool = true
+
+    @Option(help: ArgumentHelp("Credentials for the registry.", valueName: "username:password"))
+    var creds: String?
+
+    @Option(help: ArgumentHelp("auth.json to read credentials from (default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json).", valueName: "path"))
+    var authfile: String?
+
+    @Option(name: .customLong("registries-conf"), help: ArgumentHelp("registries.conf (v2) with mirrors and rewrites (default: $CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf).", valueName: "path"))
+    var registriesConf: String?
+
+    @Flag(name: .shortAndLong, help: "No progress output.")
+    var quiet = false
+
+    func clientOptions() throws -> RegistryClient.Options {
+        var options = RegistryClient.Options()
+        options.tlsVerify = tlsVerify
+        if let creds { options.credentials = try Credentials(parsing: creds) }
+        options.authFile = AuthFile(paths: AuthFile.searchPaths(explicit: authfile))
+        options.authFileExplicit = authfile != nil
+        options.registriesConf = try RegistriesConf.load(explicit: registriesConf)
+        return options
+    }
+
+    func targetPlatform() throws -> Platform {
+        try platform.map { try Platform(parsing: $0) } ?? .host
+    }
+
+    /// Runs `body` with a puller whose client is shut down afterwards, drawing progress on a TTY.
+    func withPuller<T>(store: ContentStore, logger: Logger, _ body: (Puller) async throws -> T) async throws -> T {
+        let client = RegistryClient(options: try clientOptions(), logger: logger)
+        var puller = Puller(store: store, client: client, logger: logger)
+        puller.platform = try targetPlatform()
+        let display = ProgressDisplay.forTerminal(quiet: quiet)
+        puller.progress = display
+        do {
+            let result = try await body(puller)
+            display?.finish()
+            await client.shutdown()
+            return result
+        } catch {
+            display?.finish()
+            await client.shutdown()
+            throw error
+        }
+    }
+}
