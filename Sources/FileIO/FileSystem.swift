@@ -74,12 +74,21 @@ public enum FileSystem {
         return names
     }
 
+    /// Reads a whole file; reads to EOF rather than trusting st_size, which /proc reports as 0.
     public static func readFile(_ path: String) throws(SystemError) -> [UInt8] {
         let handle = try OpenFile.openRead(path)
-        let size = try handle.size()
-        var bytes = [UInt8](repeating: 0, count: Int(size))
-        let n = try bytes.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try handle.read(into: b, at: 0) } }.get()
-        return Array(bytes.prefix(n))
+        var bytes = [UInt8](repeating: 0, count: max(Int(try handle.size()), 4096))
+        var count = 0
+        while true {
+            if count == bytes.count { bytes += [UInt8](repeating: 0, count: bytes.count) }
+            let start = count
+            let n = try bytes.withUnsafeMutableBytes { b in
+                Result { () throws(SystemError) in try handle.read(into: UnsafeMutableRawBufferPointer(rebasing: b[start...]), at: Int64(start)) }
+            }.get()
+            count += n
+            if n == 0 || count < bytes.count { break }
+        }
+        return Array(bytes.prefix(count))
     }
 
     /// Unique temp name next to `dir`, so the final rename stays on one file system.

@@ -75,7 +75,7 @@ extension RegistryClient {
     func openBlob(_ digest: Digest, endpoint: Endpoint, offset: Int64) async throws -> HTTPClientResponse {
         var headers = HTTPHeaders()
         if offset > 0 { headers.add(name: "Range", value: "bytes=\(offset)-") }
-        var response = try await send(.GET, "/v2/\(endpoint.repository)/blobs/\(digest)", on: endpoint, headers: headers, timeout: .hours(24))
+        var response = try await send(.GET, "/v2/\(endpoint.repository)/blobs/\(digest)", on: endpoint, headers: headers)
         var hops = 0
         while [301, 302, 303, 307, 308].contains(response.status.code), let location = response.headers.first(name: "Location") {
             hops += 1
@@ -89,7 +89,8 @@ extension RegistryClient {
             var request = HTTPClientRequest(url: url)
             request.headers = headers
             request.headers.add(name: "User-Agent", value: options.userAgent)
-            response = try await client(for: endpoint).execute(request, timeout: .hours(24))
+            // The deadline covers the response head only; the body is bounded by the read timeout.
+            response = try await client(for: endpoint).execute(request, timeout: .seconds(90))
         }
         return response
     }

@@ -35,7 +35,7 @@ public final class RegistryClient: Sendable {
     public init(options: Options, logger: Logger) {
         self.options = options
         self.logger = logger
-        let timeout = HTTPClient.Configuration.Timeout(connect: .seconds(15), read: .seconds(60))
+        let timeout = HTTPClient.Configuration.Timeout(connect: .seconds(5), read: .seconds(60))
         var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(30))
         pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
         var verified = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: timeout, connectionPool: pool)
@@ -67,7 +67,7 @@ public final class RegistryClient: Sendable {
     /// A request to `path` (under `/v2/`) on `endpoint`, with auth and scheme negotiation.
     /// Non-success statuses are returned, not thrown; callers decide what each means.
     func send(_ method: HTTPMethod, _ path: String, on endpoint: Endpoint, headers: HTTPHeaders = [:],
-              timeout: TimeAmount = .seconds(120)) async throws -> HTTPClientResponse {
+              timeout: TimeAmount = .seconds(90)) async throws -> HTTPClientResponse {
         let base = try await baseURL(for: endpoint)
         var authorization = await state.authorization(for: endpoint)
         for attempt in 0..<2 {
@@ -101,10 +101,12 @@ public final class RegistryClient: Sendable {
         var probe = HTTPClientRequest(url: httpsBase + "/v2/")
         probe.headers.add(name: "User-Agent", value: options.userAgent)
         do {
-            let response = try await unverifiedClient.execute(probe, timeout: .seconds(10))
+            let response = try await unverifiedClient.execute(probe, timeout: .seconds(30))
             _ = try? await response.body.collect(upTo: 1 << 16)
             await state.setScheme("https", for: endpoint.apiHost)
             return httpsBase
+        } catch where Self.isConnectFailure(error) {
+            throw RegistryError(.network, "cannot connect to registry \(endpoint.apiHost) (\(Self.describe(error))); check the address and that the registry is running")
         } catch {
             logger.debug("TLS to \(endpoint.apiHost) failed (\(error)); using plain HTTP because TLS verification is off")
             await state.setScheme("http", for: endpoint.apiHost)
@@ -126,7 +128,9 @@ public final class RegistryClient: Sendable {
             } catch let error as BoringSSLError {
                 throw RegistryError(.network, "\(what): TLS failed (\(error)); if the registry serves plain HTTP or a self-signed certificate, pass --tls-verify=false")
             } catch {
-                guard attempt < options.maxAttempts, !(error is CancellationError) else {
+                // The HTTP client already retried connecting for its connect timeout.
+                let limit = Self.isConnectFailure(error) ? min(2, options.maxAttempts) : options.maxAttempts
+                guard attempt < limit, !(error is CancellationError) else {
                     if let error = error as? RegistryError { throw error }
                     throw RegistryError(.network, "\(what) failed after \(attempt) attempts: \(Self.describe(error))")
                 }
@@ -136,6 +140,15 @@ public final class RegistryClient: Sendable {
                 attempt += 1
             }
         }
+    }
+
+    /// Nothing answered at all (refused, unreachable, connect timeout), as opposed to a
+    /// connection that broke mid-transfer.
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError, error == .connectTimeout { return true }
+        let text = String(describing: error)
+        return text.contains("connectTimeout") || text.contains("Connection refused") || text.contains("connectionRefused")
+            || text.contains("NIOConnectionError") || text.contains("No route to host") || text.contains("Network is unreachable")
     }
 
     static func describe(_ error: any Error) -> String {

@@ -1,0 +1,91 @@
+import CFuse
+import FileIO
+import Layers
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the FUSE callbacks read: an immutable tree and the open layer tars. Everything is
+/// `let`, so the multi-threaded loop needs no lock.
+///
+/// Inode numbers: FUSE inode = tree index + 1, except that the served root (the image root, or
+/// the `--subpath` directory) is always inode 1, as the kernel requires.
+public final class FuseFilesystem: Sendable {
+    public let tree: ImageTree
+    let rootIndex: UInt32
+    let layerFDs: [Int32]
+    let files: [OpenFile]
+    /// Content never changes: the kernel may cache names, attributes and pages for as long as
+    /// it likes.
+    let timeout: Double = 86400 * 365
+
+    /// Called once the kernel has completed the FUSE handshake: the mount now answers.
+    let onInit: @Sendable () -> Void
+
+    public init(tree: ImageTree, layerTars: [String], subpathRoot: UInt32 = ImageTree.rootIndex,
+                onInit: @escaping @Sendable () -> Void = {}) throws {
+        self.onInit = onInit
+        self.tree = tree
+        self.rootIndex = subpathRoot
+        self.files = try layerTars.map { try OpenFile.openRead($0) }
+        self.layerFDs = files.map(\.fd)
+    }
+
+    func index(_ ino: fuse_ino_t) -> UInt32? {
+        if ino == UInt64(FUSE_ROOT_ID) { return rootIndex }
+        guard ino >= 1, ino - 1 < UInt64(tree.inodes.count) else { return nil }
+        return UInt32(ino - 1)
+    }
+
+    func ino(_ index: UInt32) -> fuse_ino_t {
+        index == rootIndex ? fuse_ino_t(FUSE_ROOT_ID) : fuse_ino_t(index) + 1
+    }
+
+    func stat(of index: UInt32) -> stat {
+        var st = Glibc.stat()
+        guard let node = tree.inode(index) else { return st }
+        st.st_ino = UInt(ino(index))
+        st.st_mode = mode_t(node.mode & 0o7777) | Self.typeBits(node.kind)
+        st.st_nlink = UInt(node.nlink)
+        st.st_uid = node.uid
+        st.st_gid = node.gid
+        st.st_size = Int(node.size)
+        st.st_blksize = 65536
+        st.st_blocks = Int((node.size + 511) / 512)
+        let time = timespec(tv_sec: Int(node.mtimeSeconds), tv_nsec: Int(node.mtimeNanoseconds))
+        st.st_mtim = time
+        st.st_atim = time
+        st.st_ctim = time
+        if node.kind == .charDevice || node.kind == .blockDevice {
+            st.st_rdev = imgvol_makedev(node.deviceMajor, node.deviceMinor)
+        }
+        return st
+    }
+
+    static func typeBits(_ kind: EntryKind) -> mode_t {
+        switch kind {
+        case .directory: S_IFDIR
+        case .symlink: S_IFLNK
+        case .fifo: S_IFIFO
+        case .charDevice: S_IFCHR
+        case .blockDevice: S_IFBLK
+        case .socket: S_IFSOCK
+        default: S_IFREG
+        }
+    }
+
+    func entry(for index: UInt32) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.ino = ino(index)
+        e.generation = 1
+        e.attr = stat(of: index)
+        e.attr_timeout = timeout
+        e.entry_timeout = timeout
+        return e
+    }
+
+    /// The directory's parent as `..` sees it; the served root is its own parent.
+    func parent(of index: UInt32) -> UInt32 {
+        index == rootIndex ? rootIndex : (tree.inode(index)?.parent ?? rootIndex)
+    }
+}

@@ -1,0 +1,65 @@
+import CFuse
+import FileIO
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One mounted FUSE session: owns the `fuse_session` and keeps the filesystem alive while the
+/// kernel may call into it.
+public final class FuseSession {
+    public struct Failure: Error, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    private let session: OpaquePointer
+    private let filesystem: FuseFilesystem
+    private let ops: fuse_lowlevel_ops
+    public let mountpoint: String
+    private var mounted = false
+
+    /// `source` shows in /proc/mounts as the mount's source (`imgvol:REFERENCE`).
+    public init(filesystem: FuseFilesystem, mountpoint: String, source: String, allowOther: Bool = true) throws(Failure) {
+        self.filesystem = filesystem
+        self.mountpoint = mountpoint
+        self.ops = FuseOperations.table()
+        let safeSource = source.replacingOccurrences(of: ",", with: "_")
+        var options = "ro,nosuid,nodev,default_permissions,fsname=\(safeSource),subtype=imgvol,max_read=1048576"
+        if allowOther { options += ",allow_other" }
+        let arguments = ["imgvol", "-o", options]
+        var cStrings = arguments.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        var table = ops
+        let session: OpaquePointer? = cStrings.withUnsafeMutableBufferPointer { argv in
+            var args = fuse_args(argc: Int32(argv.count), argv: argv.baseAddress, allocated: 0)
+            defer { fuse_opt_free_args(&args) }
+            let data = Unmanaged.passUnretained(filesystem).toOpaque()
+            // libfuse copies the table; it needs to live only for this call.
+            return fuse_session_new(&args, &table, MemoryLayout<fuse_lowlevel_ops>.size, data)
+        }
+        guard let session else { throw Failure(message: "libfuse could not create a session (see the messages above)") }
+        self.session = session
+        guard fuse_session_mount(session, mountpoint) == 0 else {
+            fuse_session_destroy(session)
+            throw Failure(message: "mounting at \(mountpoint) failed; is /dev/fuse available (modprobe fuse) and are you root or is user_allow_other set in /etc/fuse.conf?")
+        }
+        mounted = true
+    }
+
+    /// Serves until unmounted or signalled (SIGINT, SIGTERM, SIGHUP end the loop cleanly).
+    public func serve(threads: UInt32 = 16) -> Int32 {
+        fuse_set_signal_handlers(session)
+        defer { fuse_remove_signal_handlers(session) }
+        return imgvol_session_loop_mt(session, 0, threads)
+    }
+
+    public func unmount() {
+        if mounted { fuse_session_unmount(session); mounted = false }
+    }
+
+    deinit {
+        unmount()
+        fuse_session_destroy(session)
+        withExtendedLifetime(filesystem) {}
+    }
+}

@@ -1,0 +1,126 @@
+import FileIO
+import Foundation
+import OCI
+import Store
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One live (or once live) imgvol mount, as recorded under `mounts/`.
+public struct MountRecord: Codable, Sendable, Equatable {
+    public var mountpoint: String
+    public var reference: String
+    public var digest: Digest
+    public var pid: Int32
+    public var subpath: String?
+    public var started: String
+
+    public init(mountpoint: String, reference: String, digest: Digest, pid: Int32, subpath: String?, started: String) {
+        self.mountpoint = mountpoint
+        self.reference = reference
+        self.digest = digest
+        self.pid = pid
+        self.subpath = subpath
+        self.started = started
+    }
+}
+
+/// The kernel's view (/proc/self/mountinfo) joined with imgvol's records: a record counts only
+/// while its server runs and its mountpoint is an imgvol FUSE mount.
+public struct MountTable: Sendable {
+    public let store: ContentStore
+
+    public init(store: ContentStore) { self.store = store }
+
+    static func key(_ mountpoint: String) -> String {
+        String(Digest.of(Array(mountpoint.utf8)).hex.prefix(24))
+    }
+
+    public func recordPath(_ mountpoint: String) -> String { "\(store.mountsDir)/\(Self.key(mountpoint)).json" }
+    public func logPath(_ mountpoint: String) -> String { "\(store.mountsDir)/\(Self.key(mountpoint)).log" }
+
+    public func write(_ record: MountRecord) throws {
+        try FileSystem.writeAtomically(JSONCoding.encode(record, pretty: true), to: recordPath(record.mountpoint), tmpDir: store.tmpDir, mode: 0o600)
+    }
+
+    public func remove(_ mountpoint: String) {
+        try? FileSystem.remove(recordPath(mountpoint))
+    }
+
+    public func record(for mountpoint: String) -> MountRecord? {
+        guard let bytes = try? FileSystem.readFile(recordPath(mountpoint)) else { return nil }
+        return try? JSONCoding.decode(MountRecord.self, from: bytes, what: "mount record")
+    }
+
+    /// Records whose server is alive and whose mount is present.
+    public func live() -> [MountRecord] {
+        let mounted = Set(Self.kernelMounts().filter { $0.fstype == "fuse.imgvol" }.map(\.mountpoint))
+        return FileSystem.listDirectory(store.mountsDir).compactMap { name -> MountRecord? in
+            guard name.hasSuffix(".json"), let bytes = try? FileSystem.readFile("\(store.mountsDir)/\(name)"),
+                  let record = try? JSONCoding.decode(MountRecord.self, from: bytes, what: "mount record") else { return nil }
+            guard Self.processAlive(record.pid), mounted.contains(record.mountpoint) else { return nil }
+            return record
+        }.sorted { $0.mountpoint < $1.mountpoint }
+    }
+
+    public static func processAlive(_ pid: Int32) -> Bool {
+        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+    }
+
+    public struct KernelMount: Sendable {
+        public let mountpoint: String
+        public let fstype: String
+        public let source: String
+    }
+
+    public static func kernelMounts() -> [KernelMount] {
+        guard let bytes = try? FileSystem.readFile("/proc/self/mountinfo") else { return [] }
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count >= 2 else { return nil }
+            let left = halves[0].split(separator: " ")
+            let right = halves[1].split(separator: " ")
+            guard left.count >= 5, right.count >= 2 else { return nil }
+            return KernelMount(mountpoint: unescape(String(left[4])), fstype: String(right[0]), source: unescape(String(right[1])))
+        }
+    }
+
+    public static func isMountpoint(_ path: String) -> Bool {
+        kernelMounts().contains { $0.mountpoint == path }
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as \ooo.
+    static func unescape(_ text: String) -> String {
+        guard text.contains("\\") else { return text }
+        var out: [UInt8] = []
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == 0x5c, i + 3 < bytes.count,
+               let value = UInt8(String(decoding: bytes[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(value)
+                i += 4
+            } else {
+                out.append(bytes[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// An absolute, lexically clean path that does not touch the file system (a dead FUSE
+    /// mount fails every stat with ENOTCONN).
+    public static func absolute(_ path: String) -> String {
+        var full = path
+        if !path.hasPrefix("/") {
+            full = FileManager.default.currentDirectoryPath + "/" + path
+        }
+        var parts: [Substring] = []
+        for part in full.split(separator: "/") {
+            if part == "." { continue }
+            if part == ".." { if !parts.isEmpty { parts.removeLast() }; continue }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+}
