@@ -48,8 +48,14 @@ let package = Package(
         // Orchestration shared by the CLI and the CSI plugin: pull, GC, mount bookkeeping.
         .target(name: "ImgvolCore", dependencies: ["OCI", "FileIO", "Registry", "Layers", "Store", "ImageFS",
             .product(name: "Logging", package: "swift-log")]),
+        // The Docker/podman volume plugin API over a unix socket.
+        .target(name: "VolumePlugin", dependencies: ["ImgvolCore", "OCI", "FileIO", "Store", "Registry",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "imgvol", dependencies: [
-            "ImgvolCore", "OCI", "Registry", "Store", "ImageFS",
+            "ImgvolCore", "VolumePlugin", "OCI", "Registry", "Store", "ImageFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -52,42 +52,8 @@ struct Mount: AsyncParsableCommand {
                                                                     mountpoint: mountpoint, subpath: subpath)
             return
         }
-        try await spawnServer(store: store, reference: reference, digest: record.digest, mountpoint: mountpoint)
+        _ = try await MountLauncher(store: store, logLevel: global.logLevel.rawValue)
+            .launch(reference: reference, digest: record.digest, mountpoint: mountpoint, subpath: subpath)
         print(mountpoint)
     }
-
-    /// Starts `imgvol __serve` detached and waits until its mount record shows it serving.
-    private func spawnServer(store: ContentStore, reference: Reference, digest: Digest, mountpoint: String) async throws {
-        let table = MountTable(store: store)
-        let logPath = table.logPath(mountpoint)
-        var arguments = ["__serve", "--root", store.root, "--log-level", global.logLevel.rawValue,
-                         "--digest", digest.description, "--reference", reference.description, "--mountpoint", mountpoint]
-        if let subpath { arguments += ["--subpath", subpath] }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
-        guard let log = FileHandle(forWritingAtPath: logPath) ?? {
-            FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
-            return FileHandle(forWritingAtPath: logPath)
-        }() else { throw MountServer.Failure("cannot write the mount log \(logPath)") }
-        log.truncateFile(atOffset: 0)
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            if let record = table.record(for: mountpoint), record.pid == process.processIdentifier { return }
-            if !process.isRunning {
-                let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-                let last = text.split(separator: "\n").last(where: { !$0.isEmpty }).map(String.init) ?? "no message"
-                throw MountServer.Failure("mounting \(reference) at \(mountpoint) failed: \(last)")
-            }
-            try await Task.sleep(nanoseconds: 2_000_000)
-        }
-        process.terminate()
-        throw MountServer.Failure("mounting \(reference) at \(mountpoint) did not complete in 60 s; see \(logPath)")
-    }
 }
-
-

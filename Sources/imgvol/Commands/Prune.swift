@@ -19,7 +19,8 @@ struct Prune: AsyncParsableCommand {
 
     func run() async throws {
         let store = try global.openStore()
-        let report = try await store.collectGarbage()
+        // What live mounts serve stays, referenced or not.
+        let report = try await store.collectGarbage(keep: Set(MountTable(store: store).live().map(\.digest)))
         switch format {
         case .json:
             let out = Report(freedBytes: report.freedBytes, removedImages: report.removedImages.map(\.description),

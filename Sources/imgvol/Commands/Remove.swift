@@ -10,6 +10,9 @@ struct Remove: AsyncParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
+    @Flag(help: "Remove the reference even if a live mount serves the image (the mount keeps working; the data goes when it is unmounted and pruned).")
+    var force = false
+
     @Argument(help: "Image references or digests.")
     var references: [String]
 
@@ -20,14 +23,18 @@ struct Remove: AsyncParsableCommand {
     func run() async throws {
         let store = try global.openStore()
         let service = ImageService(store: store, logger: global.makeLogger())
+        let mounts = MountTable(store: store).live()
         for text in references {
             let (names, record) = try service.lookup(text)
+            if !force, let mount = mounts.first(where: { $0.digest == record.digest }) {
+                throw MountServer.Failure("image \(text) is in use by the mount at \(mount.mountpoint) (pid \(mount.pid)); unmount it first or pass --force")
+            }
             // A reference removes that name; a digest removes every name of the image.
             let reference = try? Reference(text)
             let targets = reference.map { r in names.contains(r.description) ? [r.description] : names } ?? names
             for name in targets { _ = try await store.removeReference(name) }
             print(targets.isEmpty ? record.digest.description : targets.joined(separator: "\n"))
         }
-        _ = try await store.collectGarbage()
+        _ = try await store.collectGarbage(keep: Set(mounts.map(\.digest)))
     }
 }

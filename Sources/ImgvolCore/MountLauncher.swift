@@ -1,0 +1,81 @@
+import FileIO
+import Foundation
+import OCI
+import Store
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starts and stops background mount servers (`imgvol __serve`), for the CLI, the volume
+/// plugin and the CSI plugin alike. A server outlives whoever started it: it runs in its own
+/// session, so restarting a plugin does not take its mounts down.
+public struct MountLauncher: Sendable {
+    public let store: ContentStore
+    public let executable: String
+    public let logLevel: String
+
+    public init(store: ContentStore, logLevel: String = "notice") {
+        self.store = store
+        self.executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        self.logLevel = logLevel
+    }
+
+    /// Returns once the kernel handshake is done and the mount answers.
+    public func launch(reference: Reference, digest: Digest, mountpoint: String, subpath: String?) async throws -> MountRecord {
+        let table = MountTable(store: store)
+        let logPath = table.logPath(mountpoint)
+        var arguments = ["__serve", "--root", store.root, "--log-level", logLevel,
+                         "--digest", digest.description, "--reference", reference.description, "--mountpoint", mountpoint]
+        if let subpath { arguments += ["--subpath", subpath] }
+        FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
+        guard let log = FileHandle(forWritingAtPath: logPath) else {
+            throw MountServer.Failure("cannot write the mount log \(logPath)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        try? log.close()
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if let record = table.record(for: mountpoint), record.pid == process.processIdentifier { return record }
+            if !process.isRunning {
+                let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+                let last = text.split(separator: "\n").last(where: { !$0.isEmpty }).map(String.init) ?? "no message"
+                throw MountServer.Failure("mounting \(reference) at \(mountpoint) failed: \(last)")
+            }
+            try await Task.sleep(nanoseconds: 2_000_000)
+        }
+        process.terminate()
+        throw MountServer.Failure("mounting \(reference) at \(mountpoint) did not complete in 60 s; see \(logPath)")
+    }
+
+    /// Unmounts (lazily with `force`), then stops the server if it is still there. Works when
+    /// the server has died and the mount answers ENOTCONN.
+    public func unmount(_ mountpoint: String, force: Bool) async throws {
+        let table = MountTable(store: store)
+        let record = table.record(for: mountpoint)
+        if umount2(mountpoint, 0) != 0 {
+            let error = errno
+            switch error {
+            case EBUSY where force:
+                if umount2(mountpoint, Int32(MNT_DETACH)) != 0 { throw SystemError("umount", mountpoint) }
+            case EBUSY:
+                throw MountServer.Failure("\(mountpoint) is busy (a process uses it); stop it or pass --force for a lazy unmount")
+            case EINVAL where !MountTable.isMountpoint(mountpoint), ENOENT:
+                table.remove(mountpoint)
+                throw MountServer.Failure("\(mountpoint) is not mounted")
+            default:
+                throw SystemError("umount", mountpoint, errno: error)
+            }
+        }
+        if let record, MountTable.processAlive(record.pid) {
+            kill(record.pid, SIGTERM)
+            for _ in 0..<200 where MountTable.processAlive(record.pid) { try await Task.sleep(nanoseconds: 10_000_000) }
+        }
+        table.remove(mountpoint)
+    }
+}

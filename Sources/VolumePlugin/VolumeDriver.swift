@@ -1,0 +1,122 @@
+import FileIO
+import Foundation
+import ImgvolCore
+import Logging
+import OCI
+import Registry
+import Store
+
+/// The volume driver's logic: create records a volume, the first Mount pulls and mounts it,
+/// the last Unmount unmounts it. One actor, so podman's calls are applied one at a time.
+actor VolumeDriver {
+    let store: ContentStore
+    let logger: Logger
+    let file: VolumeFile
+    let mountsRoot: String
+    private var volumes: [String: VolumeEntry]
+
+    init(store: ContentStore, logger: Logger) throws {
+        self.store = store
+        self.logger = logger
+        self.file = VolumeFile(path: store.root + "/volumes.json", tmpDir: store.tmpDir)
+        self.mountsRoot = store.root + "/volumes"
+        try FileSystem.makeDirectory(mountsRoot, mode: 0o755)
+        self.volumes = file.load()
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    func mountpoint(_ name: String) -> String { "\(mountsRoot)/\(name)" }
+
+    func create(_ name: String, options: [String: String]) throws {
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else { throw Failure("invalid volume name \"\(name)\"") }
+        guard let image = options["image"] ?? options["ref"], !image.isEmpty else {
+            throw Failure("volume \(name) needs an image: podman volume create --driver imgvol --opt image=REF \(name)")
+        }
+        _ = try Reference(image)
+        let known = Set(["image", "ref", "subpath", "pull", "tls-verify", "platform"])
+        if let unknown = options.keys.first(where: { !known.contains($0) }) {
+            throw Failure("unknown option \"\(unknown)\" for volume \(name); known: \(known.sorted().joined(separator: ", "))")
+        }
+        if let existing = volumes[name] {
+            guard existing.image == image else { throw Failure("volume \(name) exists with image \(existing.image)") }
+            return
+        }
+        volumes[name] = VolumeEntry(name: name, image: image, subpath: options["subpath"], pullPolicy: options["pull"],
+                                    tlsVerify: options["tls-verify"].map { $0 != "false" }, platform: options["platform"])
+        try file.save(volumes)
+    }
+
+    func remove(_ name: String) async throws {
+        // podman only asks once no container of its own uses the volume (or with --force), so
+        // the volume goes even if an Unmount was missed.
+        guard volumes[name] != nil else { throw Failure("no volume \(name)") }
+        if MountTable.isMountpoint(mountpoint(name)) {
+            try await MountLauncher(store: store).unmount(mountpoint(name), force: true)
+        }
+        volumes[name] = nil
+        try? FileManager.default.removeItem(atPath: mountpoint(name))
+        try file.save(volumes)
+    }
+
+    func mount(_ name: String, id: String) async throws -> String {
+        guard var entry = volumes[name] else { throw Failure("no volume \(name)") }
+        let path = mountpoint(name)
+        if !isServing(path) {
+            if MountTable.isMountpoint(path) { try? await MountLauncher(store: store).unmount(path, force: true) }
+            try FileSystem.makeDirectory(path, mode: 0o755)
+            let reference = try Reference(entry.image)
+            let record = try await pull(entry, reference: reference)
+            _ = try await MountLauncher(store: store).launch(reference: reference, digest: record.digest, mountpoint: path, subpath: entry.subpath)
+        }
+        entry.users.insert(id)
+        volumes[name] = entry
+        try file.save(volumes)
+        return path
+    }
+
+    func unmount(_ name: String, id: String) async throws {
+        guard var entry = volumes[name] else { throw Failure("no volume \(name)") }
+        entry.users.remove(id)
+        volumes[name] = entry
+        try file.save(volumes)
+        if entry.users.isEmpty, MountTable.isMountpoint(mountpoint(name)) {
+            try await MountLauncher(store: store).unmount(mountpoint(name), force: true)
+        }
+    }
+
+    func get(_ name: String) throws -> VolumePluginAPI.Volume {
+        guard let entry = volumes[name] else { throw Failure("no volume \(name)") }
+        return describe(entry)
+    }
+
+    func list() -> [VolumePluginAPI.Volume] {
+        volumes.values.sorted { $0.name < $1.name }.map(describe)
+    }
+
+    private func describe(_ entry: VolumeEntry) -> VolumePluginAPI.Volume {
+        let path = mountpoint(entry.name)
+        return VolumePluginAPI.Volume(Name: entry.name, Mountpoint: isServing(path) ? path : "",
+                                      Status: ["image": entry.image, "users": String(entry.users.count)])
+    }
+
+    private func isServing(_ path: String) -> Bool {
+        MountTable(store: store).live().contains { $0.mountpoint == path }
+    }
+
+    private func pull(_ entry: VolumeEntry, reference: Reference) async throws -> ImageRecord {
+        let service = ImageService(store: store, logger: logger)
+        var options = RegistryClient.Options()
+        options.tlsVerify = entry.tlsVerify ?? true
+        options.registriesConf = try RegistriesConf.load(explicit: nil)
+        let client = RegistryClient(options: options, logger: logger)
+        defer { Task { await client.shutdown() } }
+        var puller = Puller(store: store, client: client, logger: logger)
+        if let platform = entry.platform { puller.platform = try Platform(parsing: platform) }
+        let policy = entry.pullPolicy.flatMap(ImageService.PullPolicy.init(rawValue:)) ?? .missing
+        return try await service.image(reference, policy: policy) { puller }
+    }
+}
