@@ -54,13 +54,7 @@ public struct Puller: Sendable {
         }
 
         let endpoints = [fetched.endpoint] + (try client.endpoints(for: reference)).filter { $0 != fetched.endpoint }
-        let configBytes: [UInt8]
-        if store.hasBlob(manifest.config.digest), let bytes = try? store.readBlob(manifest.config.digest) {
-            configBytes = bytes
-        } else {
-            configBytes = try await client.fetchBlob(manifest.config, from: endpoints, reference: reference)
-            try store.writeBlob(configBytes, digest: manifest.config.digest)
-        }
+        let configBytes = try await config(manifest.config, endpoints: endpoints, reference: reference)
         let config = try JSONCoding.decode(ImageConfig.self, from: configBytes, what: "image config of \(reference)")
         let diffIDs = config.rootfs?.diffIDs ?? []
         guard diffIDs.count == manifest.layers.count else {
@@ -80,6 +74,17 @@ public struct Puller: Sendable {
         try store.writeImage(record)
         try await store.setReference(reference, to: record.digest)
         return record
+    }
+
+    /// The config from the store, or fetched once even when several pulls race for it.
+    private func config(_ descriptor: Descriptor, endpoints: [Endpoint], reference: Reference) async throws -> [UInt8] {
+        if let bytes = try? store.readBlob(descriptor.digest) { return bytes }
+        let lock = try await store.lock("blob-\(descriptor.digest.hex)")
+        defer { lock.release() }
+        if let bytes = try? store.readBlob(descriptor.digest) { return bytes }
+        let bytes = try await client.fetchBlob(descriptor, from: endpoints, reference: reference)
+        try store.writeBlob(bytes, digest: descriptor.digest)
+        return bytes
     }
 
     private func fetchLayers(_ layers: [(Descriptor, Digest)], endpoints: [Endpoint], reference: Reference) async throws {

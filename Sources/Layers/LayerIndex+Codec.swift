@@ -38,7 +38,9 @@ extension LayerIndex {
         var r = BinaryReader(Array(bytes.dropFirst(Self.magic.count)))
         do {
             let count = try r.u64()
-            guard count < 100_000_000 else { throw DecodingError(reason: "absurd entry count \(count)") }
+            // Each entry takes at least 60 bytes: a count larger than that is damage, and must
+            // not turn into a huge allocation.
+            guard count <= UInt64(bytes.count / 60) else { throw DecodingError(reason: "entry count \(count) does not fit the file") }
             var entries: [LayerEntry] = []
             entries.reserveCapacity(Int(count))
             for _ in 0..<count {

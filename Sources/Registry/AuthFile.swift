@@ -69,15 +69,17 @@ public struct AuthFile: Sendable {
         return keys
     }
 
-    /// Docker writes keys as URLs (`https://host/v1/`); podman as bare hosts.
+    /// Docker writes keys as URLs (`https://host/v1/`), which name a whole registry; podman
+    /// writes `host[/namespace/repo]`, which is compared as it is.
     private static func entry(in auths: [String: Document.Entry], key: String) -> Document.Entry? {
         if let exact = auths[key] { return exact }
         for (name, entry) in auths {
-            var n = Substring(name)
-            for scheme in ["https://", "http://"] where n.hasPrefix(scheme) { n = n.dropFirst(scheme.count) }
-            while n.hasSuffix("/") { n = n.dropLast() }
-            if n.hasSuffix("/v1") || n.hasSuffix("/v2") { n = n.dropLast(3) }
-            if n == key { return entry }
+            if name.hasPrefix("https://") || name.hasPrefix("http://") {
+                let host = name.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init)
+                if host == key { return entry }
+            } else if name.hasSuffix("/"), name.trimmingSuffix("/") == key {
+                return entry
+            }
         }
         return nil
     }
@@ -97,5 +99,13 @@ public struct AuthFile: Sendable {
             return Credentials(username: "<token>", password: token)
         }
         return nil
+    }
+}
+
+extension StringProtocol {
+    func trimmingSuffix(_ suffix: Character) -> String {
+        var s = Substring(self)
+        while s.last == suffix { s = s.dropLast() }
+        return String(s)
     }
 }

@@ -25,6 +25,13 @@ public struct RegistriesConf: Sendable, Equatable {
         public var insecure: Bool?
         public var blocked: Bool?
         public var mirror: [Mirror]?
+        /// Older spelling of `pull-from-mirror = "digest-only"` for every mirror.
+        public var mirrorByDigestOnly: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case prefix, location, insecure, blocked, mirror
+            case mirrorByDigestOnly = "mirror-by-digest-only"
+        }
     }
 
     private struct Document: Codable {
@@ -103,13 +110,14 @@ public struct RegistriesConf: Sendable, Equatable {
         }
         var result: [Endpoint] = []
         for mirror in entry.mirror ?? [] {
-            let policy = mirror.pullFromMirror ?? "all"
+            let policy = mirror.pullFromMirror ?? (entry.mirrorByDigestOnly == true ? "digest-only" : "all")
             if policy == "digest-only" && reference.digest == nil { continue }
             if policy == "tag-only" && reference.digest != nil { continue }
             let (host, repo) = rewrite(mirror.location)
             result.append(Endpoint(registry: host, repository: repo, insecure: !tlsVerify || mirror.insecure == true, isMirror: true))
         }
-        let (host, repo) = rewrite(entry.location ?? prefix)
+        // A wildcard prefix without a location keeps the reference's own registry.
+        let (host, repo) = entry.location.map(rewrite) ?? (prefix.hasPrefix("*.") ? (reference.registry, reference.repository) : rewrite(prefix))
         result.append(Endpoint(registry: host, repository: repo, insecure: !tlsVerify || entry.insecure == true, isMirror: false))
         return result
     }

@@ -77,7 +77,8 @@ public final class ContentStore: Sendable {
         guard actual == digest else {
             throw StoreError(.digestMismatch, "content does not match its digest: expected \(digest), got \(actual)")
         }
-        if hasBlob(digest) { return }
+        // An existing file is kept only if it is intact: a corrupt one is replaced.
+        if hasBlob(digest), (try? readBlob(digest)) != nil { return }
         do { try FileSystem.writeAtomically(bytes, to: blobPath(digest), tmpDir: tmpDir, mode: 0o600) } catch {
             throw .io(error)
         }

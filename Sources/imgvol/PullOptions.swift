@@ -41,9 +41,13 @@ struct PullOptions: ParsableArguments {
 
     /// Runs `body` with a puller whose client is shut down afterwards, drawing progress on a TTY.
     func withPuller<T>(store: ContentStore, logger: Logger, _ body: (Puller) async throws -> T) async throws -> T {
-        let client = RegistryClient(options: try clientOptions(), logger: logger)
+        // Everything that can reject the flags runs before the client exists: a client must be
+        // shut down once created.
+        let options = try clientOptions()
+        let platform = try targetPlatform()
+        let client = RegistryClient(options: options, logger: logger)
         var puller = Puller(store: store, client: client, logger: logger)
-        puller.platform = try targetPlatform()
+        puller.platform = platform
         let display = ProgressDisplay.forTerminal(quiet: quiet)
         puller.progress = display
         do {

@@ -1,0 +1,167 @@
+import Foundation
+import ImageFS
+import Layers
+import Testing
+
+private final class Skips: @unchecked Sendable {
+    var items: [String] = []
+}
+
+private func lstatOf(_ path: String) -> stat? {
+    var st = stat()
+    return lstat(path, &st) == 0 ? st : nil
+}
+
+private func mode(_ path: String) -> UInt32? { lstatOf(path).map { UInt32($0.st_mode) & 0o7777 } }
+
+private func fileType(_ path: String) -> UInt32? { lstatOf(path).map { UInt32($0.st_mode) & UInt32(S_IFMT) } }
+
+private func xattr(_ path: String, _ name: String) throws -> String {
+    let out = path + ".xattr-out"
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    try run(["python3", "-c", "import os,sys; sys.stdout.write(os.getxattr(sys.argv[1], sys.argv[2]).decode())", path, name], stdout: out)
+    return String(decoding: try readFile(out), as: UTF8.self)
+}
+
+@Suite("Unpacker")
+struct UnpackerTests {
+    static let tool = (0..<150_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+
+    /// Two layers made by tarfile, indexed, merged: the tree the CLI would unpack.
+    private func image(in dir: String) throws -> (ImageTree, [String]) {
+        let lower: [TarEntry] = [
+            TarEntry.dir("etc").with { $0.mtime = 1_600_000_000 },
+            TarEntry.file("etc/hosts", "127.0.0.1 localhost\n").with { $0.uid = 1234; $0.gid = 5678 },
+            TarEntry.file("bin/tool", Self.tool, mode: 0o4755),
+            TarEntry.file("bin/sg", "sg", mode: 0o2755),
+            TarEntry.dir("tmp", mode: 0o1777),
+            TarEntry.symlink("lib", "usr/lib").with { $0.mtime = 1_500_000_000 },
+            TarEntry.hardlink("etc/hosts.bak", "etc/hosts"),
+            TarEntry.fifo("run/fifo", mode: 0o600),
+            TarEntry.char("dev/null", 1, 3),
+            TarEntry.file("empty"),
+            TarEntry.dir("ro", mode: 0o555),
+            TarEntry.file("ro/file", "read only dir"),
+            TarEntry.file("attr", "x").with { $0.pax = ["SCHILY.xattr.user.note": "kept"] },
+            TarEntry.file("frac", "f").with { $0.mtime = 1_700_000_000.5 },
+        ]
+        let upper: [TarEntry] = [
+            .file(".wh.empty"),
+            .file("etc/motd", "hi"),
+            .hardlink("bin/tool2", "bin/tool"),
+        ]
+        let tars = [dir + "/lower.tar", dir + "/upper.tar"]
+        try makeTar(lower, at: tars[0])
+        try makeTar(upper, at: tars[1])
+        let layers = try tars.map { (name: $0, index: try LayerIndexer.index(tarPath: $0, layer: $0)) }
+        return (try ImageTree.build(layers: layers), tars)
+    }
+
+    @Test func reproducesTheImage() throws {
+        try withTempDir { dir in
+            let (tree, tars) = try image(in: dir)
+            let out = dir + "/out"
+            let skips = Skips()
+            var unpacker = Unpacker(tree: tree, layerTars: tars)
+            unpacker.onSkip = { path, kind in skips.items.append("\(path) \(kind)") }
+            try unpacker.unpack(into: out)
+
+            #expect(skips.items == ["\(out)/dev/null charDevice"])
+            #expect(list(out) == ["attr", "bin", "dev", "etc", "frac", "lib", "ro", "run", "tmp"])
+            #expect(list(out + "/dev") == [], "the device is skipped, its implicit parent directory is not")
+            #expect(list(out + "/etc") == ["hosts", "hosts.bak", "motd"])
+
+            #expect(try readFile(out + "/etc/hosts") == Array("127.0.0.1 localhost\n".utf8))
+            #expect(try readFile(out + "/etc/motd") == Array("hi".utf8))
+            #expect(try readFile(out + "/bin/tool") == Self.tool)
+            #expect(try readFile(out + "/ro/file") == Array("read only dir".utf8))
+
+            #expect(mode(out) == 0o755)
+            #expect(mode(out + "/etc/hosts") == 0o644)
+            #expect(mode(out + "/bin/tool") == 0o4755)
+            #expect(mode(out + "/bin/sg") == 0o2755)
+            #expect(mode(out + "/tmp") == 0o1777)
+            #expect(mode(out + "/ro") == 0o555)
+            #expect(mode(out + "/bin") == 0o755, "implicit parent")
+            #expect(fileType(out + "/tmp") == UInt32(S_IFDIR))
+            #expect(fileType(out + "/run/fifo") == UInt32(S_IFIFO))
+            #expect(mode(out + "/run/fifo") == 0o600)
+            #expect(fileType(out + "/lib") == UInt32(S_IFLNK))
+            #expect(try FileManager.default.destinationOfSymbolicLink(atPath: out + "/lib") == "usr/lib")
+            #expect(!FileManager.default.fileExists(atPath: out + "/empty"), "whited out by the upper layer")
+
+            let hosts = try #require(lstatOf(out + "/etc/hosts"))
+            let bak = try #require(lstatOf(out + "/etc/hosts.bak"))
+            #expect(hosts.st_ino == bak.st_ino)
+            #expect(hosts.st_nlink == 2)
+            let tool = try #require(lstatOf(out + "/bin/tool"))
+            let tool2 = try #require(lstatOf(out + "/bin/tool2"))
+            #expect(tool.st_ino == tool2.st_ino)
+            #expect(tool.st_nlink == 2)
+
+            #expect(hosts.st_mtim.tv_sec == 1_700_000_000)
+            #expect(lstatOf(out + "/etc")?.st_mtim.tv_sec == 1_600_000_000)
+            #expect(lstatOf(out + "/lib")?.st_mtim.tv_sec == 1_500_000_000)
+            #expect(lstatOf(out + "/frac")?.st_mtim.tv_sec == 1_700_000_000)
+            #expect(lstatOf(out + "/frac")?.st_mtim.tv_nsec == 500_000_000)
+
+            if geteuid() == 0 {
+                #expect(hosts.st_uid == 1234)
+                #expect(hosts.st_gid == 5678)
+                #expect(tool.st_uid == 0)
+            }
+            #expect(try xattr(out + "/attr", "user.note") == "kept")
+        }
+    }
+
+    @Test func unpacksIntoAnExistingEmptyDirectory() throws {
+        try withTempDir { dir in
+            let (tree, tars) = try image(in: dir)
+            let out = dir + "/empty-out"
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+            try Unpacker(tree: tree, layerTars: tars).unpack(into: out)
+            #expect(try readFile(out + "/bin/tool") == Self.tool)
+        }
+    }
+
+    @Test func refusesANonEmptyTarget() throws {
+        try withTempDir { dir in
+            let (tree, tars) = try image(in: dir)
+            let out = dir + "/busy"
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+            try Data("mine".utf8).write(to: URL(fileURLWithPath: out + "/precious"))
+            do {
+                try Unpacker(tree: tree, layerTars: tars).unpack(into: out)
+                Issue.record("unpacked into a non-empty directory")
+            } catch let failure as Unpacker.Failure {
+                #expect(failure.path == out)
+                #expect(failure.reason.contains("not empty"))
+            }
+            #expect(list(out) == ["precious"])
+            #expect(try readFile(out + "/precious") == Array("mine".utf8))
+        }
+    }
+
+    @Test func refusesAFileAsTarget() throws {
+        try withTempDir { dir in
+            let (tree, tars) = try image(in: dir)
+            let out = dir + "/file"
+            try Data("x".utf8).write(to: URL(fileURLWithPath: out))
+            #expect(throws: Unpacker.Failure.self) { try Unpacker(tree: tree, layerTars: tars).unpack(into: out) }
+        }
+    }
+
+    @Test func missingLayerDataIsAnError() throws {
+        try withTempDir { dir in
+            let tar = dir + "/short.tar"
+            try makeTar([.file("f", Array(repeating: 1, count: 4096))], at: tar)
+            let index = try LayerIndexer.index(tarPath: tar, layer: "l")
+            let tree = try ImageTree.build(layers: [(name: "l", index: index)])
+            let bytes = try readFile(tar)
+            try Data(bytes.prefix(Int(index.entries[0].dataOffset) + 100)).write(to: URL(fileURLWithPath: tar))
+            #expect(throws: (any Error).self) { try Unpacker(tree: tree, layerTars: [tar]).unpack(into: dir + "/out") }
+        }
+    }
+}
+
+private func list(_ dir: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() }

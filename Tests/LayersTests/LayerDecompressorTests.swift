@@ -1,0 +1,149 @@
+import Foundation
+import Layers
+import OCI
+import Testing
+
+/// Serves bytes in small, uneven chunks so libarchive's reads span many calls.
+final class ArraySource: ByteSource {
+    let bytes: [UInt8]
+    var position = 0
+    let chunk: Int
+    var failAfter: Int?
+
+    init(_ bytes: [UInt8], chunk: Int = 7_777, failAfter: Int? = nil) {
+        self.bytes = bytes
+        self.chunk = chunk
+        self.failAfter = failAfter
+    }
+
+    struct Boom: Error, Equatable {}
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if let failAfter, position >= failAfter { throw Boom() }
+        let n = min(chunk, buffer.count, bytes.count - position)
+        guard n > 0 else { return 0 }
+        bytes.withUnsafeBytes { src in
+            buffer.baseAddress!.copyMemory(from: src.baseAddress! + position, byteCount: n)
+        }
+        position += n
+        return n
+    }
+}
+
+private func decompress(_ bytes: [UInt8], _ compression: LayerCompression, chunk: Int = 7_777) throws -> [UInt8] {
+    var out: [UInt8] = []
+    try LayerDecompressor.run(layer: "sha256:test", compression: compression, source: ArraySource(bytes, chunk: chunk)) { out.append(contentsOf: $0) }
+    return out
+}
+
+private func compress(_ bytes: [UInt8], _ compression: LayerCompression) throws -> [UInt8] {
+    try withTempDir { dir in
+        let input = dir + "/in", output = dir + "/out"
+        try writeFile(bytes, to: input)
+        switch compression {
+        case .gzip:
+            try run(["python3", "-c", "import gzip,sys; open(sys.argv[2],'wb').write(gzip.compress(open(sys.argv[1],'rb').read()))", input, output])
+        case .zstd:
+            try run(["zstd", "-q", "-f", "-o", output, input])
+        case .none:
+            return bytes
+        }
+        return try readFile(output)
+    }
+}
+
+@Suite("LayerDecompressor")
+struct LayerDecompressorTests {
+    static let original = pseudoRandomBytes(300_000) + Array(repeating: 0x41, count: 500_000) + pseudoRandomBytes(1_000, seed: 9)
+
+    @Test("round trips", arguments: [LayerCompression.gzip, .zstd, .none])
+    func roundTrip(compression: LayerCompression) throws {
+        let compressed = try compress(Self.original, compression)
+        if compression != .none { #expect(compressed != Self.original) }
+        let out = try decompress(compressed, compression)
+        #expect(out.count == Self.original.count)
+        #expect(Digest.of(out) == Digest.of(Self.original))
+    }
+
+    @Test("a real tar survives", arguments: [LayerCompression.gzip, .zstd])
+    func tar(compression: LayerCompression) throws {
+        try withTempDir { dir in
+            try makeTar([.dir("d"), .file("d/f", pseudoRandomBytes(100_000))], at: dir + "/l.tar")
+            let tar = try readFile(dir + "/l.tar")
+            #expect(try decompress(try compress(tar, compression), compression, chunk: 1) .count == tar.count)
+            #expect(try decompress(try compress(tar, compression), compression) == tar)
+        }
+    }
+
+    @Test("empty content", arguments: [LayerCompression.gzip, .zstd])
+    func empty(compression: LayerCompression) throws {
+        #expect(try decompress(try compress([], compression), compression) == [])
+    }
+
+    @Test func concatenatedGzipMembers() throws {
+        let a = Array("first part|".utf8), b = Array("second part".utf8)
+        let joined = try compress(a, .gzip) + compress(b, .gzip)
+        #expect(try decompress(joined, .gzip) == a + b)
+    }
+
+    /// Compressible text, so the damage lands in entropy-coded data the decoder must reject.
+    static let text = Array((0..<40_000).map { "line \($0) of the layer\n" }.joined().utf8)
+
+    @Test("corrupt input throws", arguments: [LayerCompression.gzip, .zstd])
+    func corrupt(compression: LayerCompression) throws {
+        var bytes = try compress(Self.text, compression)
+        let middle = bytes.count / 2
+        for i in middle..<middle + 64 { bytes[i] ^= 0xa5 }
+        #expect(throws: LayerError.self) { _ = try decompress(bytes, compression) }
+    }
+
+    /// Damage that only the trailer's checksum can reveal: a stored (uncompressed) block with
+    /// one byte changed still decodes. zstd frames written by the CLI carry a checksum that
+    /// libarchive verifies.
+    @Test func zstdChecksumMismatchThrows() throws {
+        var bytes = try compress(pseudoRandomBytes(100_000), .zstd)
+        bytes[bytes.count / 2] ^= 0x01
+        #expect(throws: LayerError.self) { _ = try decompress(bytes, .zstd) }
+    }
+
+    /// libarchive's gzip filter does not check the CRC-32/ISIZE trailer. Not an integrity hole
+    /// in a pull (the blob digest and the diff_id are both verified), but LayerDecompressor on
+    /// its own cannot tell this damage apart. Flagged here so a change in libarchive shows up.
+    @Test func gzipTrailerIsNotVerified() throws {
+        var bytes = try compress(pseudoRandomBytes(100_000), .gzip)
+        bytes[bytes.count / 2] ^= 0x01
+        withKnownIssue("libarchive does not verify the gzip CRC-32") {
+            #expect(throws: LayerError.self) { _ = try decompress(bytes, .gzip) }
+        }
+    }
+
+    @Test("truncated input throws", arguments: [LayerCompression.gzip, .zstd])
+    func truncated(compression: LayerCompression) throws {
+        let bytes = try compress(Self.original, compression)
+        #expect(throws: LayerError.self) { _ = try decompress(Array(bytes.prefix(bytes.count / 2)), compression) }
+    }
+
+    /// libarchive falls back to no filter when the declared one does not bid, so bytes that are
+    /// not gzip/zstd at all pass through unchanged (as containerd's DecompressStream does).
+    /// Harmless for pulls (diff_id is checked), but the declared media type is not enforced.
+    @Test("input that is not compressed at all passes through", arguments: [LayerCompression.gzip, .zstd])
+    func notCompressed(compression: LayerCompression) throws {
+        let raw = pseudoRandomBytes(4096)
+        #expect(try decompress(raw, compression) == raw)
+    }
+
+    @Test func sourceErrorsPropagate() throws {
+        let bytes = try compress(Self.original, .gzip)
+        #expect(throws: ArraySource.Boom()) {
+            try LayerDecompressor.run(layer: "l", compression: .gzip, source: ArraySource(bytes, failAfter: 20_000)) { _ in }
+        }
+    }
+
+    @Test func sinkErrorsPropagate() throws {
+        struct Full: Error, Equatable {}
+        let bytes = try compress(Self.original, .zstd)
+        #expect(throws: Full()) {
+            try LayerDecompressor.run(layer: "l", compression: .zstd, source: ArraySource(bytes)) { _ in throw Full() }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+"""Support code for imgvol's end-to-end tests (registry, layouts, proxy, trees)."""

@@ -1,0 +1,137 @@
+"""Transfers through a fault-injecting proxy: resume, concurrency, kill -9 mid-pull."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import umoci_unpack
+from support.cli import DIGEST_RE
+from support.images import T0, big_layers, pseudo_random
+from support.oci_layout import Dir, File, Layer
+from support.tree import assert_trees_equal, walk
+
+BIG = 4 << 20
+
+
+@pytest.fixture
+def big_image(registry, publish, make_proxy):
+    """A 4 MiB incompressible layer plus a small one, published behind a proxy."""
+    px = make_proxy(registry.host)
+    layers = big_layers(BIG) + [Layer([File("data/small", "small\n", mtime=T0)], "none")]
+    info = publish.image(px.host, "e2e/big", "v1", layers)
+    px.reset()
+    info.proxy = px
+    info.big = layers[0].digest
+    return info
+
+
+@pytest.mark.slow
+def test_connection_dropped_mid_blob_resumes(imgvol, big_image, tmp_path):
+    px = big_image.proxy
+    px.set_faults(drop_after=256 * 1024, drop_first=1, only=[big_image.big])
+    assert imgvol.pull(big_image.ref) == big_image.manifest_digest
+    px.settle()
+    gets = px.blob_gets(big_image.big)
+    assert any(r.dropped for r in gets), "the fault was not injected"
+    ranged = [r for r in gets if r.range]
+    assert ranged, ("after the drop imgvol should resume with a Range request; saw: " +
+                    repr([(r.status, r.range, r.bytes_sent) for r in gets]))
+    assert ranged[0].status == 206, [(r.status, r.range) for r in ranged]
+    out = tmp_path / "out"
+    imgvol.unpack(big_image.ref, out, "--pull", "never")
+    assert (out / "data" / "big.bin").read_bytes() == pseudo_random(BIG, 7)
+
+
+@pytest.mark.slow
+def test_repeated_drops_still_complete(imgvol, big_image):
+    px = big_image.proxy
+    px.set_faults(drop_after=512 * 1024, drop_first=3, only=[big_image.big])
+    assert imgvol.pull(big_image.ref) == big_image.manifest_digest
+
+
+@pytest.mark.slow
+def test_concurrent_pulls_share_downloads(imgvol, big_image, tmp_path):
+    px = big_image.proxy
+    px.set_faults(throttle=4 << 20)      # ~1 s for the big blob: the pulls overlap
+    procs = [imgvol.popen("pull", big_image.ref, "--tls-verify=false") for _ in range(3)]
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            results.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for rc, out, err in results:
+        assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+        assert out.strip().splitlines()[-1] == big_image.manifest_digest, out
+    px.settle()
+    for digest in big_image.layer_digests + [big_image.config_digest]:
+        full = px.full_blob_gets(digest)
+        every = px.blob_gets(digest)
+        assert len(full) == 1 and len(every) == 1, (
+            f"{digest} fetched {len(every)} times ({len(full)} complete): "
+            f"{[(r.status, r.range, r.bytes_sent) for r in every]}")
+    images = imgvol.images()
+    assert [im["reference"] for im in images] == [big_image.ref], images
+    out = tmp_path / "out"
+    imgvol.unpack(big_image.ref, out, "--pull", "never")
+    assert (out / "data" / "small").read_text() == "small\n"
+
+
+@pytest.mark.slow
+def test_kill_9_mid_pull_then_pull_again(imgvol, big_image, tmp_path, umoci):
+    px = big_image.proxy
+    px.set_faults(throttle=512 * 1024, only=[big_image.big])
+    proc = imgvol.popen("pull", big_image.ref, "--tls-verify=false")
+    try:
+        started = px.wait_for(lambda p: p.blob_bytes_sent(big_image.big) > 512 * 1024,
+                              timeout=60)
+        assert started, "the pull never got going: " + repr(
+            [(r.method, r.path, r.status) for r in px.snapshot()])
+        assert proc.poll() is None, "the pull finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert big_image.ref not in [im["reference"] for im in imgvol.images()], \
+        "a killed pull must not register the reference"
+
+    px.clear_faults()
+    px.reset()
+    assert imgvol.pull(big_image.ref) == big_image.manifest_digest
+    assert [im["reference"] for im in imgvol.images()] == [big_image.ref]
+
+    ours = tmp_path / "out"
+    imgvol.unpack(big_image.ref, ours, "--pull", "never")
+    theirs = umoci_unpack(big_image.layout, "v1", str(tmp_path / "bundle"))
+    assert_trees_equal(walk(str(ours)), walk(theirs), "imgvol", "umoci")
+
+
+def test_kill_9_leaves_no_unreferenced_garbage_after_prune(imgvol, big_image, root):
+    """After a killed pull, prune removes the partial download (or there was none)."""
+    px = big_image.proxy
+    px.set_faults(throttle=512 * 1024, only=[big_image.big])
+    proc = imgvol.popen("pull", big_image.ref, "--tls-verify=false")
+    try:
+        assert px.wait_for(lambda p: p.blob_bytes_sent(big_image.big) > 1 << 20, timeout=60)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    px.clear_faults()
+    imgvol.prune_json()
+    big = [(f, f.stat().st_size) for f in root.rglob("*")
+           if f.is_file() and f.stat().st_size > 256 * 1024]
+    assert not big, f"large files left in the root after prune (partial downloads?): {big}"
