@@ -60,10 +60,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Fixtures shared by the test targets (tars written by an independent writer).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI"]),
-        .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI"]),
+        .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Layers", "OCI"]),
-        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "Store", "OCI"]),
+        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "OCI", "TestSupport"]),
     ]
 )

@@ -35,6 +35,7 @@ struct LayerFetcher: Sendable {
                 try await fetchCompressed(layer, compression: compression, diffID: diffID, endpoints: endpoints, reference: reference)
             }
         }
+        let indexing = ContinuousClock.now
         let index: LayerIndex
         do {
             index = try LayerIndexer.index(tarPath: store.layerTarPath(diffID), layer: layer.digest.description)
@@ -44,6 +45,7 @@ struct LayerFetcher: Sendable {
             throw error
         }
         try store.commitLayerIndex(index, diffID: diffID)
+        logger.debug("\(layer.digest): indexed \(index.entries.count) entries in \(ContinuousClock.now - indexing)")
         progress?.layerFinished(layer.digest, cached: false)
     }
 
@@ -60,8 +62,13 @@ struct LayerFetcher: Sendable {
         let partial = try openPartial(layer)
         do {
             try await client.download(layer, from: endpoints, reference: reference, into: partial)
+            try partial.end()
         } catch let error as RegistryError where error.kind == .digestMismatch || error.kind == .sizeMismatch {
             try? FileSystem.remove(partial.path)
+            throw error
+        } catch {
+            // What arrived stays on disk: the next pull resumes from it.
+            try? partial.flush()
             throw error
         }
         guard layer.digest == diffID else {
@@ -82,11 +89,13 @@ struct LayerFetcher: Sendable {
         let decompression = Self.onThread {
             try Self.decompress(layer: name, compression: compression, source: FollowingReader(partial), to: output)
         }
+        let started = ContinuousClock.now
         do {
             try await client.download(layer, from: endpoints, reference: reference, into: partial)
-            partial.end()
+            try partial.end()
+            logger.debug("\(layer.digest): downloaded \(layer.size) bytes in \(ContinuousClock.now - started)")
         } catch {
-            partial.end(error: error)
+            try? partial.end(error: error)
             _ = try? await decompression.value
             if let error = error as? RegistryError, error.kind == .digestMismatch || error.kind == .sizeMismatch {
                 try? FileSystem.remove(partial.path)
@@ -104,6 +113,7 @@ struct LayerFetcher: Sendable {
             try? FileSystem.remove(partial.path)
             throw error
         }
+        logger.debug("\(layer.digest): decompressed and synced in \(ContinuousClock.now - started)")
         guard actual == diffID else {
             try? FileSystem.remove(partial.path)
             throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) uncompresses to \(actual), but the image config says diff_id \(diffID); the image is inconsistent, nothing was stored")

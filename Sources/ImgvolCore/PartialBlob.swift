@@ -21,13 +21,23 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
     private var ended = false
     private var failure: (any Error)?
     private let onProgress: @Sendable (Int64) -> Void
+    /// Bytes received but not yet written: network chunks are small (tens of KiB), and one
+    /// write and one wake-up of the decompressor per chunk would cost more than the copy.
+    private var pending: UnsafeMutableRawBufferPointer
+    private var pendingCount = 0
+    /// Bytes held in all: on disk plus pending (where a resumed download starts).
+    private var received: Int64 = 0
 
     init(path: String, onProgress: @escaping @Sendable (Int64) -> Void) throws {
         self.path = path
         self.onProgress = onProgress
         handle = try OpenFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
+        pending = .allocate(byteCount: 4 << 20, alignment: 64)
         try resumeFromExisting()
+        received = length
     }
+
+    deinit { pending.deallocate() }
 
     /// Re-hashes what an earlier, interrupted pull left behind.
     private func resumeFromExisting() throws {
@@ -46,23 +56,36 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
         onProgress(length)
     }
 
-    var count: Int64 {
-        condition.lock()
-        defer { condition.unlock() }
-        return length
-    }
+    /// Only the downloading task calls count, append and restart.
+    var count: Int64 { received }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
-        guard let base = bytes.baseAddress else { return }
+        hasher.update(bytes)
+        var rest = bytes
+        while !rest.isEmpty {
+            let n = min(rest.count, pending.count - pendingCount)
+            if let base = pending.baseAddress, let source = rest.baseAddress {
+                (base + pendingCount).copyMemory(from: source, byteCount: n)
+            }
+            pendingCount += n
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+            if pendingCount == pending.count { try flush() }
+        }
+        received += Int64(bytes.count)
+    }
+
+    /// Writes what is pending and lets readers see it.
+    func flush() throws {
+        guard pendingCount > 0, let base = pending.baseAddress else { return }
         var written = 0
-        let start = count
-        while written < bytes.count {
-            let n = try retryingEINTR("write", path) { pwrite(handle.fd, base + written, bytes.count - written, off_t(start) + off_t(written)) }
+        let start = length
+        while written < pendingCount {
+            let n = try retryingEINTR("write", path) { pwrite(handle.fd, base + written, pendingCount - written, off_t(start) + off_t(written)) }
             written += n
         }
-        hasher.update(bytes)
+        pendingCount = 0
         condition.lock()
-        length += Int64(bytes.count)
+        length += Int64(written)
         let now = length
         condition.broadcast()
         condition.unlock()
@@ -71,8 +94,10 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
     }
 
     func restart() throws {
+        pendingCount = 0
         try handle.truncate(to: 0)
         hasher = DigestHasher()
+        received = 0
         condition.lock()
         length = 0
         generation += 1
@@ -83,8 +108,10 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
 
     func digest() -> Digest { hasher.finalize() }
 
-    /// Wakes readers: no more bytes will come (or they never will, if `error`).
-    func end(error: (any Error)? = nil) {
+    /// Writes what is pending and wakes readers: no more bytes will come (or they never will,
+    /// if `error`).
+    func end(error: (any Error)? = nil) throws {
+        if error == nil { try flush() }
         condition.lock()
         ended = true
         failure = error

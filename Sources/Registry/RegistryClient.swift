@@ -93,24 +93,48 @@ public final class RegistryClient: Sendable {
     }
 
     /// https, unless the endpoint is insecure and does not speak TLS: then plain http, as podman
-    /// does with `--tls-verify=false`.
+    /// does with `--tls-verify=false`. Both are tried at once: a plain-HTTP server never answers
+    /// a TLS handshake (it waits for a request line), so trying https first would stall.
     func baseURL(for endpoint: Endpoint) async throws -> String {
         if let known = await state.scheme(for: endpoint.apiHost) { return "\(known)://\(endpoint.apiHost)" }
-        let httpsBase = "https://\(endpoint.apiHost)"
-        guard endpoint.insecure else { return httpsBase }
-        var probe = HTTPClientRequest(url: httpsBase + "/v2/")
-        probe.headers.add(name: "User-Agent", value: options.userAgent)
-        do {
-            let response = try await unverifiedClient.execute(probe, timeout: .seconds(30))
-            _ = try? await response.body.collect(upTo: 1 << 16)
-            await state.setScheme("https", for: endpoint.apiHost)
-            return httpsBase
-        } catch where Self.isConnectFailure(error) {
-            throw RegistryError(.network, "cannot connect to registry \(endpoint.apiHost) (\(Self.describe(error))); check the address and that the registry is running")
-        } catch {
-            logger.debug("TLS to \(endpoint.apiHost) failed (\(error)); using plain HTTP because TLS verification is off")
-            await state.setScheme("http", for: endpoint.apiHost)
-            return "http://\(endpoint.apiHost)"
+        guard endpoint.insecure else { return "https://\(endpoint.apiHost)" }
+        let scheme = try await probeScheme(endpoint.apiHost)
+        await state.setScheme(scheme, for: endpoint.apiHost)
+        return "\(scheme)://\(endpoint.apiHost)"
+    }
+
+    private func probeScheme(_ host: String) async throws -> String {
+        let client = unverifiedClient
+        let agent = options.userAgent
+        @Sendable func probe(_ scheme: String) async -> Result<String, any Error> {
+            var request = HTTPClientRequest(url: "\(scheme)://\(host)/v2/")
+            request.headers.add(name: "User-Agent", value: agent)
+            do {
+                let response = try await client.execute(request, timeout: .seconds(30))
+                _ = try? await response.body.collect(upTo: 1 << 16)
+                return .success(scheme)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try await withThrowingTaskGroup(of: Result<String, any Error>.self) { group in
+            group.addTask { await probe("https") }
+            group.addTask { await probe("http") }
+            // One port speaks TLS or it does not: the first scheme that gets an HTTP answer is it.
+            var lastError: (any Error)?
+            while let result = try await group.next() {
+                switch result {
+                case .success(let scheme):
+                    group.cancelAll()
+                    return scheme
+                case .failure(let error):
+                    lastError = error
+                }
+            }
+            if let lastError, Self.isConnectFailure(lastError) {
+                throw RegistryError(.network, "cannot connect to registry \(host) (\(Self.describe(lastError))); check the address and that the registry is running")
+            }
+            throw RegistryError(.network, "cannot reach registry \(host) over https or http: \(lastError.map(Self.describe) ?? "no answer")")
         }
     }
 

@@ -1,3 +1,4 @@
+import TestSupport
 import ImageFS
 import Layers
 import Testing

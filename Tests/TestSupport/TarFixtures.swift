@@ -1,8 +1,8 @@
 import Foundation
 
 /// A fresh directory under /tmp, removed when the closure returns.
-func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
-    var template = Array("/tmp/imgvol-layers-tests.XXXXXX".utf8CString)
+public func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
+    var template = Array("/tmp/imgvol-tests.XXXXXX".utf8CString)
     guard let made = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
     let dir = String(cString: made)
     defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -10,31 +10,32 @@ func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
 }
 
 /// One tar entry as Python's `tarfile` will write it.
-struct TarEntry: Encodable {
-    var name: String
-    var type: String
-    var data = ""  // base64
-    var mode: Int
-    var uid = 0
-    var gid = 0
-    var mtime: Double = 1_700_000_000
-    var link = ""
-    var major = 0
-    var minor = 0
-    var pax: [String: String]? = nil
+/// One tar entry, written by Python's tarfile so fixtures come from an independent writer.
+public struct TarEntry: Encodable {
+    public var name: String
+    public var type: String
+    public var data = ""  // base64
+    public var mode: Int
+    public var uid = 0
+    public var gid = 0
+    public var mtime: Double = 1_700_000_000
+    public var link = ""
+    public var major = 0
+    public var minor = 0
+    public var pax: [String: String]? = nil
 
-    static func file(_ name: String, _ content: [UInt8] = [], mode: Int = 0o644) -> TarEntry {
+    public static func file(_ name: String, _ content: [UInt8] = [], mode: Int = 0o644) -> TarEntry {
         TarEntry(name: name, type: "file", data: Data(content).base64EncodedString(), mode: mode)
     }
-    static func file(_ name: String, _ text: String, mode: Int = 0o644) -> TarEntry { file(name, Array(text.utf8), mode: mode) }
-    static func dir(_ name: String, mode: Int = 0o755) -> TarEntry { TarEntry(name: name, type: "dir", mode: mode) }
-    static func symlink(_ name: String, _ target: String) -> TarEntry { TarEntry(name: name, type: "symlink", mode: 0o777, link: target) }
-    static func hardlink(_ name: String, _ target: String) -> TarEntry { TarEntry(name: name, type: "hardlink", mode: 0o644, link: target) }
-    static func fifo(_ name: String, mode: Int = 0o644) -> TarEntry { TarEntry(name: name, type: "fifo", mode: mode) }
-    static func char(_ name: String, _ major: Int, _ minor: Int) -> TarEntry { TarEntry(name: name, type: "char", mode: 0o666, major: major, minor: minor) }
-    static func block(_ name: String, _ major: Int, _ minor: Int) -> TarEntry { TarEntry(name: name, type: "block", mode: 0o660, major: major, minor: minor) }
+    public static func file(_ name: String, _ text: String, mode: Int = 0o644) -> TarEntry { file(name, Array(text.utf8), mode: mode) }
+    public static func dir(_ name: String, mode: Int = 0o755) -> TarEntry { TarEntry(name: name, type: "dir", mode: mode) }
+    public static func symlink(_ name: String, _ target: String) -> TarEntry { TarEntry(name: name, type: "symlink", mode: 0o777, link: target) }
+    public static func hardlink(_ name: String, _ target: String) -> TarEntry { TarEntry(name: name, type: "hardlink", mode: 0o644, link: target) }
+    public static func fifo(_ name: String, mode: Int = 0o644) -> TarEntry { TarEntry(name: name, type: "fifo", mode: mode) }
+    public static func char(_ name: String, _ major: Int, _ minor: Int) -> TarEntry { TarEntry(name: name, type: "char", mode: 0o666, major: major, minor: minor) }
+    public static func block(_ name: String, _ major: Int, _ minor: Int) -> TarEntry { TarEntry(name: name, type: "block", mode: 0o660, major: major, minor: minor) }
 
-    func with(_ change: (inout TarEntry) -> Void) -> TarEntry { var e = self; change(&e); return e }
+    public func with(_ change: (inout TarEntry) -> Void) -> TarEntry { var e = self; change(&e); return e }
 }
 
 private let tarScript = """
@@ -63,10 +64,10 @@ with tarfile.open(spec["out"], "w", format=fmt, encoding="utf-8") as t:
             t.addfile(ti)
 """
 
-struct FixtureFailure: Error, CustomStringConvertible { let description: String }
+public struct FixtureFailure: Error, CustomStringConvertible { public let description: String }
 
 /// Runs a tool and fails with its stderr when it exits non-zero.
-func run(_ arguments: [String], stdout: String? = nil) throws {
+public func run(_ arguments: [String], stdout: String? = nil) throws {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = arguments
@@ -85,7 +86,7 @@ func run(_ arguments: [String], stdout: String? = nil) throws {
 }
 
 /// Writes `entries` as a tar at `path` (format "pax", "gnu" or "ustar").
-func makeTar(_ entries: [TarEntry], at path: String, format: String = "pax") throws {
+public func makeTar(_ entries: [TarEntry], at path: String, format: String = "pax") throws {
     struct Spec: Encodable { var out: String; var format: String; var entries: [TarEntry] }
     let specPath = path + ".spec.json"
     try JSONEncoder().encode(Spec(out: path, format: format, entries: entries)).write(to: URL(fileURLWithPath: specPath))
@@ -93,12 +94,12 @@ func makeTar(_ entries: [TarEntry], at path: String, format: String = "pax") thr
     try run(["python3", "-c", tarScript, specPath])
 }
 
-func readFile(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+public func readFile(_ path: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
 
-func writeFile(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
+public func writeFile(_ bytes: [UInt8], to path: String) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
 
 /// Deterministic, poorly compressible bytes.
-func pseudoRandomBytes(_ count: Int, seed: UInt64 = 42) -> [UInt8] {
+public func pseudoRandomBytes(_ count: Int, seed: UInt64 = 42) -> [UInt8] {
     var state = seed
     return (0..<count).map { _ in
         state = state &* 6364136223846793005 &+ 1442695040888963407
