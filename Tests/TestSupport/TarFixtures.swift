@@ -11,7 +11,7 @@ public func withTempDir<T>(_ body: (String) throws -> T) throws -> T {
 
 /// One tar entry as Python's `tarfile` will write it.
 /// One tar entry, written by Python's tarfile so fixtures come from an independent writer.
-public struct TarEntry: Encodable {
+public struct TarEntry: Encodable, Sendable {
     public var name: String
     public var type: String
     public var data = ""  // base64
