@@ -31,17 +31,24 @@ public struct BinaryReader {
 
     public mutating func u8() throws(Truncated) -> UInt8 { try take(1).first ?? 0 }
 
-    public mutating func u32() throws(Truncated) -> UInt32 {
-        let s = try take(4)
-        return s.reversed().reduce(0) { $0 << 8 | UInt32($1) }
-    }
+    public mutating func u32() throws(Truncated) -> UInt32 { try load(UInt32.self) }
+    public mutating func u64() throws(Truncated) -> UInt64 { try load(UInt64.self) }
 
-    public mutating func u64() throws(Truncated) -> UInt64 {
-        let s = try take(8)
-        return s.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    /// Mount start-up decodes tens of thousands of entries: read integers in place.
+    private mutating func load<T: FixedWidthInteger>(_: T.Type) throws(Truncated) -> T {
+        let size = MemoryLayout<T>.size
+        guard bytes.count - position >= size else { throw Truncated() }
+        let value = bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: position, as: T.self) }
+        position += size
+        return T(littleEndian: value)
     }
 
     public mutating func i64() throws(Truncated) -> Int64 { Int64(bitPattern: try u64()) }
     public mutating func data() throws(Truncated) -> [UInt8] { Array(try take(Int(try u32()))) }
-    public mutating func string() throws(Truncated) -> String { String(decoding: try take(Int(try u32())), as: UTF8.self) }
+    public mutating func string() throws(Truncated) -> String {
+        let count = Int(try u32())
+        guard count >= 0, bytes.count - position >= count else { throw Truncated() }
+        defer { position += count }
+        return bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[position..<position + count]), as: UTF8.self) }
+    }
 }

@@ -26,6 +26,12 @@ public enum LayerIndexer {
         while true {
             let status = archive_read_next_header(a, &entry)
             if status == ARCHIVE_EOF { break }
+            if status == ARCHIVE_FATAL, endsAfterLastFile(entries, tar: handle) {
+                // Some writers (umoci 0.4 `insert`) omit the last file's padding and the
+                // end-of-archive blocks; every byte of every file is there, and podman accepts
+                // such layers, so imgvol does too.
+                break
+            }
             try reader.check(status, "reading entry \(entries.count + 1)")
             guard let entry else { break }
             if let parsed = try parse(entry, dataOffset: archive_filter_bytes(a, 0), layer: layer) {
@@ -34,6 +40,18 @@ public enum LayerIndexer {
         }
         withExtendedLifetime(handle) {}
         return LayerIndex(entries: entries)
+    }
+
+    /// True when the tar ends inside the padding after the last file's content: nothing but
+    /// zero padding and the end-of-archive marker are missing.
+    static func endsAfterLastFile(_ entries: [LayerEntry], tar: OpenFile) -> Bool {
+        guard let last = entries.last, last.kind == .regular, let size = try? tar.size() else { return false }
+        let end = last.dataOffset + last.size
+        guard size >= end, size - end < 512 else { return false }
+        var tail = [UInt8](repeating: 0, count: Int(size - end))
+        let read = tail.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try tar.read(into: b, at: end) } }
+        guard case .success(let n) = read else { return false }
+        return n == tail.count && tail.allSatisfy { $0 == 0 }
     }
 
     static func parse(_ e: OpaquePointer, dataOffset: Int64, layer: String) throws(LayerError) -> LayerEntry? {

@@ -45,8 +45,11 @@ struct Mount: AsyncParsableCommand {
         let record = try await pull.withPuller(store: store, logger: logger) { puller in
             try await service.image(reference, policy: policy) { puller }
         }
-        // Refuse a bad --subpath before anything is mounted.
-        _ = try MountServer.subpathRoot(subpath, in: try service.tree(of: record), reference: reference.description)
+        // Refuse a bad --subpath before anything is mounted (the tree is built again by the
+        // server; without --subpath there is nothing to check).
+        if subpath != nil {
+            _ = try MountServer.subpathRoot(subpath, in: try service.tree(of: record), reference: reference.description)
+        }
         if foreground {
             try MountServer(service: service, logger: logger).serve(record: record, reference: reference.description,
                                                                     mountpoint: mountpoint, subpath: subpath)
