@@ -55,9 +55,18 @@ public struct ImageService: Sendable {
         throw StoreError(.notFound, "image \(text) is not in the store at \(store.root); see `imgvol images`")
     }
 
+    /// The merged tree, from its cache file when there is one; built from the layer indexes
+    /// (and cached) otherwise. The tree depends only on immutable layer indexes, so a cached
+    /// one never goes stale.
     public func tree(of record: ImageRecord) throws -> ImageTree {
+        let cache = store.treePath(record.digest)
+        if let bytes = try? FileSystem.readFile(cache), let tree = try? ImageTree(decoding: bytes) { return tree }
         let layers = try record.layers.map { (name: $0.digest.description, index: try store.readLayerIndex($0.diffID)) }
-        return try ImageTree.build(layers: layers)
+        let tree = try ImageTree.build(layers: layers)
+        do { try FileSystem.writeAtomically(tree.encoded(), to: cache, tmpDir: store.tmpDir, mode: 0o600) } catch {
+            logger.info("could not cache the tree of \(record.digest): \(error)")
+        }
+        return tree
     }
 
     public func layerTars(of record: ImageRecord) -> [String] {

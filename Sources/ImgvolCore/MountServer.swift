@@ -60,7 +60,9 @@ public struct MountServer {
     /// The mount record is written when the kernel's handshake completes, so whoever waits
     /// for it knows the mount answers.
     public func serve(record: ImageRecord, reference: String, mountpoint: String, subpath: String?) throws {
+        let started = ContinuousClock.now
         let tree = try service.tree(of: record)
+        logger.debug("tree of \(reference): \(tree.inodes.count) inodes in \(ContinuousClock.now - started)")
         let root = try Self.subpathRoot(subpath, in: tree, reference: reference)
         let table = MountTable(store: service.store)
         let entry = MountRecord(mountpoint: mountpoint, reference: reference, digest: record.digest, pid: getpid(),

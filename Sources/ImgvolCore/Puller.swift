@@ -71,6 +71,9 @@ public struct Puller: Sendable {
             layers: zip(manifest.layers, diffIDs).map { ImageRecord.Layer(digest: $0.digest, mediaType: $0.mediaType, size: $0.size, diffID: $1) },
             platform: [config.os, config.architecture, config.variant].compactMap { $0 }.joined(separator: "/"),
             created: config.created, pulledAt: ISO8601DateFormatter().string(from: Date()))
+        // Merging the layers here refuses an image whose layers do not stack safely (a write
+        // through a symlink) before it is recorded, and caches the tree for the first mount.
+        _ = try ImageService(store: store, logger: logger).tree(of: record)
         try store.writeImage(record)
         try await store.setReference(reference, to: record.digest)
         return record

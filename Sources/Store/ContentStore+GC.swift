@@ -23,7 +23,7 @@ extension ContentStore {
                 liveBlobs.formUnion(record.blobs)
                 liveLayers.formUnion(record.layers.map(\.diffID))
             } else {
-                report.freedBytes += remove(imagePath(digest))
+                report.freedBytes += remove(imagePath(digest)) + remove(treePath(digest))
                 report.removedImages.append(digest)
             }
         }

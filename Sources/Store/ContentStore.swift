@@ -124,6 +124,9 @@ public final class ContentStore: Sendable {
 
     func imagePath(_ digest: Digest) -> String { "\(imagesDir)/\(digest.hex).json" }
 
+    /// The image's merged tree, cached (derived data: safe to delete at any time).
+    public func treePath(_ digest: Digest) -> String { "\(imagesDir)/\(digest.hex).tree" }
+
     public func hasImage(_ digest: Digest) -> Bool { FileSystem.exists(imagePath(digest)) }
 
     public func readImage(_ digest: Digest) throws(StoreError) -> ImageRecord {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -27,12 +28,24 @@ DEFAULT_BIN = REPO / ".build" / "debug" / "imgvol"
 
 
 @pytest.fixture(scope="session")
-def imgvol_bin() -> str:
+def imgvol_bin(tmp_path_factory) -> str:
+    """The binary under test, copied once per session so a `swift build` relinking
+    .build/debug/imgvol mid-run cannot fail tests with ETXTBSY or mix two builds
+    (IMGVOL_BIN_NO_COPY=1 uses it in place)."""
     path = os.environ.get("IMGVOL_BIN") or str(DEFAULT_BIN)
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.fail(f"imgvol binary not found at {path}: run `swift build` in {REPO} "
                     f"or set IMGVOL_BIN=/path/to/imgvol", pytrace=False)
-    return path
+    if os.environ.get("IMGVOL_BIN_NO_COPY"):
+        return path
+    copy = tmp_path_factory.mktemp("bin") / "imgvol"
+    for _ in range(20):                      # a link in progress: wait for it to settle
+        try:
+            shutil.copy2(path, copy)
+            break
+        except OSError:
+            time.sleep(0.5)
+    return str(copy)
 
 
 @pytest.fixture

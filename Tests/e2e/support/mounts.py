@@ -34,7 +34,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .cli import Imgvol, Result, run as _run
 
@@ -286,8 +286,9 @@ class Mounter:
 
     def _note_servers(self) -> None:
         try:
+            mine = set(self.mountpoints)
             for m in self.mounts(check=False):
-                if isinstance(m.get("pid"), int):
+                if isinstance(m.get("pid"), int) and m.get("mountpoint") in mine:
                     self.server_pids.add(m["pid"])
         except Exception:
             pass

@@ -336,6 +336,11 @@ class Registry:
 
     auth: None (anonymous read/write), "htpasswd" (Basic, bcrypt) or "token"
     (Bearer tokens from a TokenIssuer in this process).
+    users: {name: password}; default {"alice": "secret"}.
+    tmpdir: parent directory for the registry's own temp dir (config, htpasswd, token
+    certificate, log, storage); default: the system temp dir.  Removed by stop().
+    anonymous_pull (token only): anonymous token requests get pull-only tokens instead
+    of 401.  token_alg: "RS256" or "ES256".
     """
 
     def __init__(self, auth: Optional[str] = None, users: Optional[Dict[str, str]] = None,
