@@ -1,4 +1,5 @@
 import CFuse
+import Dispatch
 import FileIO
 #if canImport(Glibc)
 import Glibc
@@ -46,10 +47,24 @@ public final class FuseSession {
         mounted = true
     }
 
-    /// Serves until unmounted or signalled (SIGINT, SIGTERM, SIGHUP end the loop cleanly).
+    /// Serves until unmounted or signalled. SIGINT, SIGTERM and SIGHUP detach the mount, which
+    /// makes the kernel end every worker's read: libfuse's own handlers only set a flag that
+    /// the multi-threaded loop may not see when the signal lands on another thread (a Swift
+    /// process has many).
     public func serve(threads: UInt32 = 16) -> Int32 {
-        fuse_set_signal_handlers(session)
-        defer { fuse_remove_signal_handlers(session) }
+        let sessionAddress = UInt(bitPattern: session)
+        let mountpoint = self.mountpoint
+        let sources = [SIGINT, SIGTERM, SIGHUP].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if let session = OpaquePointer(bitPattern: sessionAddress) { fuse_session_exit(session) }
+                umount2(mountpoint, Int32(MNT_DETACH))
+            }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
         return imgvol_session_loop_mt(session, 0, threads)
     }
 

@@ -58,6 +58,9 @@ public struct MountLauncher: Sendable {
     public func unmount(_ mountpoint: String, force: Bool) async throws {
         let table = MountTable(store: store)
         let record = table.record(for: mountpoint)
+        if let foreign = MountTable.kernelMounts().last(where: { $0.mountpoint == mountpoint }), foreign.fstype != "fuse.imgvol" {
+            throw MountServer.Failure("\(mountpoint) is not an imgvol mount (it is \(foreign.fstype) from \(foreign.source)); use umount for it")
+        }
         if umount2(mountpoint, 0) != 0 {
             let error = errno
             switch error {

@@ -20,7 +20,19 @@ public struct AuthFile: Sendable {
         return paths
     }
 
+    /// auth.json text held in memory (a Kubernetes `.dockerconfigjson` secret), consulted
+    /// before `paths`, so each endpoint (origin or mirror) gets only its own credentials.
+    public private(set) var inlineJSON: [UInt8]?
+    /// Names `inlineJSON` in errors (e.g. "secret .dockerconfigjson").
+    public private(set) var inlineName = ""
+
     public init(paths: [String]) { self.paths = paths }
+
+    public init(json: [UInt8], what: String) {
+        self.paths = []
+        self.inlineJSON = json
+        self.inlineName = what
+    }
 
     private struct Document: Decodable {
         struct Entry: Decodable {
@@ -35,6 +47,9 @@ public struct AuthFile: Sendable {
     /// An explicit `--authfile` that is missing or unreadable is an error; the default
     /// locations are optional.
     public func credentials(registry: String, repository: String, explicit: Bool) throws(RegistryError) -> Credentials? {
+        if let inlineJSON, let creds = try Self.credentials(json: inlineJSON, registry: registry, repository: repository, what: inlineName) {
+            return creds
+        }
         for path in paths {
             guard FileSystem.exists(path) else {
                 if explicit { throw RegistryError(.invalidConfiguration, "auth file \(path) does not exist") }
@@ -80,6 +95,25 @@ public struct AuthFile: Sendable {
             } else if name.hasSuffix("/"), name.trimmingSuffix("/") == key {
                 return entry
             }
+        }
+        return nil
+    }
+
+    /// Credentials for `registry`/`repository` from auth.json text held in memory (a
+    /// Kubernetes `.dockerconfigjson` secret, which has the same `{"auths": …}` shape), with
+    /// the same most-specific-key-first matching as the files. `what` names the source in
+    /// errors; the text itself is never quoted, since it holds passwords.
+    public static func credentials(json bytes: [UInt8], registry: String, repository: String, what: String) throws(RegistryError) -> Credentials? {
+        let document: Document
+        do {
+            document = try JSONDecoder().decode(Document.self, from: Data(bytes))
+        } catch {
+            throw RegistryError(.invalidConfiguration, "\(what) is not valid auth.json (expected {\"auths\": {\"REGISTRY\": {\"auth\": \"base64(user:password)\"}}})")
+        }
+        guard let auths = document.auths else { return nil }
+        for key in keys(registry: registry, repository: repository) {
+            guard let entry = entry(in: auths, key: key) else { continue }
+            if let creds = try decode(entry, path: what, key: key) { return creds }
         }
         return nil
     }

@@ -152,3 +152,25 @@ struct AuthFileTests {
         ]) == ["/run/user/7/containers/auth.json", "/cfg/containers/auth.json", "/dcfg/config.json"])
     }
 }
+
+@Suite("AuthFile from JSON bytes")
+struct AuthFileJSONTests {
+    @Test func inlineJSONMatchesLikeAFile() throws {
+        let json = Array(#"{"auths": {"quay.io/org": {"auth": "\#(base64("u:p"))"}, "quay.io": {"auth": "\#(base64("v:q"))"}}}"#.utf8)
+        #expect(try AuthFile.credentials(json: json, registry: "quay.io", repository: "org/app", what: "secret") == Credentials(username: "u", password: "p"))
+        #expect(try AuthFile.credentials(json: json, registry: "quay.io", repository: "other/app", what: "secret") == Credentials(username: "v", password: "q"))
+        #expect(try AuthFile(json: json, what: "secret").credentials(registry: "quay.io", repository: "org/app", explicit: false) == Credentials(username: "u", password: "p"))
+        #expect(try AuthFile(json: json, what: "secret").credentials(registry: "ghcr.io", repository: "org/app", explicit: false) == nil)
+    }
+
+    @Test func invalidJSONNamesTheSourceNotTheText() throws {
+        do {
+            _ = try AuthFile.credentials(json: Array("{not json hunter2".utf8), registry: "quay.io", repository: "x", what: "secret .dockerconfigjson")
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.kind == .invalidConfiguration)
+            #expect(error.message.contains("secret .dockerconfigjson"))
+            #expect(!error.message.contains("hunter2"))
+        }
+    }
+}

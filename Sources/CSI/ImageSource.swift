@@ -1,0 +1,114 @@
+import ImgvolCore
+import Logging
+import OCI
+import Registry
+import Store
+import Synchronization
+
+/// Turns a publish request into a cached image: from the store when the pull policy allows,
+/// else through the `PullCoordinator` (a pull that outlives the RPC), with a registry client
+/// made for this request's TLS setting and credentials and always shut down.
+struct ImageSource: Sendable {
+    let store: ContentStore
+    let logger: Logger
+    let coordinator: PullCoordinator
+    let metrics: CSIMetrics
+    /// registries.conf (mirrors, rewrites); nil for the default search.
+    let registriesConf: String?
+
+    func image(for request: PublishRequest) async throws -> ImageRecord {
+        if request.pullPolicy != .always, let cached = cachedImage(request.reference, platform: request.platform) { return cached }
+        guard request.pullPolicy != .never else {
+            throw CSIError.failedPrecondition("volume \(request.volumeID): image \(request.reference) is not cached on this node and pullPolicy is Never; pull it first (imgvol pull) or use IfNotPresent")
+        }
+        var options = RegistryClient.Options()
+        options.tlsVerify = request.tlsVerify
+        options.registriesConf = try RegistriesConf.load(explicit: registriesConf)
+        request.secrets.apply(to: &options)
+        let clientOptions = options
+        let key = PullCoordinator.Key(image: request.reference.description, platform: request.platform.description)
+        return try await coordinator.pull(key) { [store, logger, metrics, reference = request.reference, platform = request.platform] in
+            try await Self.pull(reference, platform: platform, options: clientOptions, store: store, logger: logger, metrics: metrics)
+        }
+    }
+
+    /// A complete cached image of `reference` for `platform`. The store maps a reference to
+    /// the manifest pulled last, whatever its platform, so for a multi-arch reference the
+    /// sibling manifests of the same index are looked at too.
+    func cachedImage(_ reference: Reference, platform: Platform) -> ImageRecord? {
+        guard let record = ImageService(store: store, logger: logger).cachedImage(reference) else { return nil }
+        if Self.runs(record, on: platform) { return record }
+        guard let index = record.indexDigest else { return nil }
+        for digest in store.listImages() {
+            guard let sibling = try? store.readImage(digest), sibling.indexDigest == index, Self.runs(sibling, on: platform),
+                  sibling.layers.allSatisfy({ store.hasLayer($0.diffID) }) else { continue }
+            return sibling
+        }
+        return nil
+    }
+
+    /// Images without a platform in their config (artifacts) run anywhere.
+    static func runs(_ record: ImageRecord, on platform: Platform) -> Bool {
+        guard let text = record.platform, let recorded = try? Platform(parsing: text) else { return true }
+        return platform.matches(recorded)
+    }
+
+    /// The image for a volume being restored after a restart: the exact digest it served
+    /// if still cached; pulled (without the secret, which is not stored) only when missing.
+    func restoreImage(for volume: PublishedVolume) async throws -> ImageRecord {
+        if store.hasImage(volume.digest), let record = try? store.readImage(volume.digest),
+           record.layers.allSatisfy({ store.hasLayer($0.diffID) }) {
+            return record
+        }
+        let reference = try Reference(volume.image).withDigest(volume.digest)
+        var options = RegistryClient.Options()
+        options.tlsVerify = volume.attributes["tlsVerify"]?.lowercased() != "false"
+        options.registriesConf = try RegistriesConf.load(explicit: registriesConf)
+        let clientOptions = options
+        let platform = try volume.attributes["platform"].map { try Platform(parsing: $0) } ?? .host
+        let key = PullCoordinator.Key(image: reference.description, platform: platform.description)
+        return try await coordinator.pull(key) { [store, logger, metrics] in
+            try await Self.pull(reference, platform: platform, options: clientOptions, store: store, logger: logger, metrics: metrics)
+        }
+    }
+
+    static func pull(_ reference: Reference, platform: Platform, options: RegistryClient.Options,
+                     store: ContentStore, logger: Logger, metrics: CSIMetrics) async throws -> ImageRecord {
+        let client = RegistryClient(options: options, logger: logger)
+        var puller = Puller(store: store, client: client, logger: logger)
+        puller.platform = platform
+        let counter = DownloadCounter()
+        puller.progress = counter
+        let clock = ContinuousClock()
+        let start = clock.now
+        logger.notice("pulling \(reference) for \(platform)")
+        do {
+            let record = try await puller.pull(reference)
+            await client.shutdown()
+            metrics.pullFinished(success: true, bytes: counter.bytes, duration: clock.now - start)
+            logger.notice("pulled \(reference) (\(record.digest)): \(counter.bytes) bytes downloaded in \(clock.now - start)")
+            return record
+        } catch {
+            await client.shutdown()
+            metrics.pullFinished(success: false, bytes: counter.bytes, duration: clock.now - start)
+            logger.warning("pull of \(reference) failed: \(error)")
+            throw error
+        }
+    }
+}
+
+/// Counts the bytes a pull downloads (layers already cached count nothing), for the
+/// `imgvol_csi_pull_bytes_total` metric.
+final class DownloadCounter: PullProgress {
+    private let state = Mutex<[Digest: Int64]>([:])
+
+    var bytes: Int64 { state.withLock { $0.values.reduce(0, +) } }
+
+    func layerStarted(_ digest: Digest, size: Int64) {}
+
+    func layerProgress(_ digest: Digest, bytes: Int64) {
+        state.withLock { $0[digest] = max($0[digest] ?? 0, bytes) }
+    }
+
+    func layerFinished(_ digest: Digest, cached: Bool) {}
+}

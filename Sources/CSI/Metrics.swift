@@ -1,0 +1,72 @@
+import CoreMetrics
+import FileIO
+import Prometheus
+import Store
+
+/// The plugin's Prometheus metrics. swift-metrics types over a registry of our own (not the
+/// process-wide `MetricsSystem`, which can be bootstrapped only once per process: tests start
+/// several plugins in one process).
+public final class CSIMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+    private let store: ContentStore
+
+    static let pullDuration = "imgvol_csi_pull_duration_seconds"
+
+    public init(store: ContentStore) {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Model pulls take minutes, far beyond the default buckets.
+        factory.durationHistogramBuckets[Self.pullDuration] = [.milliseconds(100), .seconds(1), .seconds(5), .seconds(15), .seconds(30),
+                                                               .seconds(60), .seconds(120), .seconds(300), .seconds(600), .seconds(1800)]
+        self.registry = registry
+        self.factory = factory
+        self.store = store
+        // Present from the start, so dashboards see zeros rather than gaps.
+        Gauge(label: "imgvol_csi_live_volumes", factory: factory).record(0)
+        Counter(label: "imgvol_csi_pull_bytes_total", factory: factory).increment(by: 0)
+        for result in ["success", "failure"] {
+            Counter(label: "imgvol_csi_pulls_total", dimensions: [("result", result)], factory: factory).increment(by: 0)
+        }
+    }
+
+    /// Every RPC, by method and status code; failures also under `imgvol_csi_rpc_errors_total`.
+    func rpcFinished(_ rpc: String, code: String, duration: Duration) {
+        Counter(label: "imgvol_csi_rpcs_total", dimensions: [("rpc", rpc), ("code", code)], factory: factory).increment()
+        Timer(label: "imgvol_csi_rpc_duration_seconds", dimensions: [("rpc", rpc)], factory: factory)
+            .recordNanoseconds(Self.nanoseconds(duration))
+        if code != "OK" {
+            Counter(label: "imgvol_csi_rpc_errors_total", dimensions: [("rpc", rpc), ("code", code)], factory: factory).increment()
+        }
+    }
+
+    func pullFinished(success: Bool, bytes: Int64, duration: Duration) {
+        Counter(label: "imgvol_csi_pulls_total", dimensions: [("result", success ? "success" : "failure")], factory: factory).increment()
+        Counter(label: "imgvol_csi_pull_bytes_total", factory: factory).increment(by: max(0, bytes))
+        Timer(label: Self.pullDuration, factory: factory).recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    func setLiveVolumes(_ count: Int) {
+        Gauge(label: "imgvol_csi_live_volumes", factory: factory).record(count)
+    }
+
+    /// Bytes the store's layers and blobs occupy on disk, measured when scraped.
+    func updateCacheSize() {
+        var total: Int64 = 0
+        for dir in [store.layersDir, store.blobsDir] {
+            for name in FileSystem.listDirectory(dir) { total += FileSystem.diskUsage(dir + "/" + name) }
+        }
+        Gauge(label: "imgvol_csi_cache_size_bytes", factory: factory).record(total)
+    }
+
+    /// The Prometheus text exposition of everything above.
+    public func render() -> [UInt8] {
+        updateCacheSize()
+        return registry.emitToBuffer()
+    }
+
+    static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
