@@ -32,25 +32,8 @@ struct ImageSource: Sendable {
         }
     }
 
-    /// A complete cached image of `reference` for `platform`. The store maps a reference to
-    /// the manifest pulled last, whatever its platform, so for a multi-arch reference the
-    /// sibling manifests of the same index are looked at too.
     func cachedImage(_ reference: Reference, platform: Platform) -> ImageRecord? {
-        guard let record = ImageService(store: store, logger: logger).cachedImage(reference) else { return nil }
-        if Self.runs(record, on: platform) { return record }
-        guard let index = record.indexDigest else { return nil }
-        for digest in store.listImages() {
-            guard let sibling = try? store.readImage(digest), sibling.indexDigest == index, Self.runs(sibling, on: platform),
-                  sibling.layers.allSatisfy({ store.hasLayer($0.diffID) }) else { continue }
-            return sibling
-        }
-        return nil
-    }
-
-    /// Images without a platform in their config (artifacts) run anywhere.
-    static func runs(_ record: ImageRecord, on platform: Platform) -> Bool {
-        guard let text = record.platform, let recorded = try? Platform(parsing: text) else { return true }
-        return platform.matches(recorded)
+        ImageService(store: store, logger: logger).cachedImage(reference, platform: platform)
     }
 
     /// The image for a volume being restored after a restart: the exact digest it served

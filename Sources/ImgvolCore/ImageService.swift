@@ -21,9 +21,9 @@ public struct ImageService: Sendable {
         self.logger = logger
     }
 
-    /// The cached image for `reference`, pulling it first when the policy asks.
-    public func image(_ reference: Reference, policy: PullPolicy, puller: () -> Puller) async throws -> ImageRecord {
-        if policy != .always, let cached = cachedImage(reference) { return cached }
+    /// The cached image for `reference` on `platform`, pulling it first when the policy asks.
+    public func image(_ reference: Reference, platform: Platform, policy: PullPolicy, puller: () -> Puller) async throws -> ImageRecord {
+        if policy != .always, let cached = cachedImage(reference, platform: platform) { return cached }
         guard policy != .never else {
             throw PullError(.notCached, "image \(reference) is not in the store at \(store.root) and --pull=never was given; pull it first")
         }
@@ -36,6 +36,27 @@ public struct ImageService: Sendable {
         guard let digest, let record = try? store.readImage(digest),
               record.layers.allSatisfy({ store.hasLayer($0.diffID) }) else { return nil }
         return record
+    }
+
+    /// A complete cached image of `reference` for `platform`. A reference names the manifest
+    /// pulled last, whatever its platform, so for a multi-arch reference the other manifests
+    /// of the same index are looked at too.
+    public func cachedImage(_ reference: Reference, platform: Platform) -> ImageRecord? {
+        guard let record = cachedImage(reference) else { return nil }
+        if Self.runs(record, on: platform) { return record }
+        guard let index = record.indexDigest else { return nil }
+        for digest in store.listImages() {
+            guard let sibling = try? store.readImage(digest), sibling.indexDigest == index, Self.runs(sibling, on: platform),
+                  sibling.layers.allSatisfy({ store.hasLayer($0.diffID) }) else { continue }
+            return sibling
+        }
+        return nil
+    }
+
+    /// Images without a platform in their config (artifacts) run anywhere.
+    public static func runs(_ record: ImageRecord, on platform: Platform) -> Bool {
+        guard let text = record.platform, let recorded = try? Platform(parsing: text) else { return true }
+        return platform.matches(recorded)
     }
 
     /// Finds a cached image by reference text, full digest, or digest prefix (as `podman rmi` does).

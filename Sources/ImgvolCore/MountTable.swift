@@ -32,7 +32,7 @@ public struct MountTable: Sendable {
 
     public init(store: ContentStore) { self.store = store }
 
-    static func key(_ mountpoint: String) -> String {
+    public static func key(_ mountpoint: String) -> String {
         String(Digest.of(Array(mountpoint.utf8)).hex.prefix(24))
     }
 
@@ -63,8 +63,13 @@ public struct MountTable: Sendable {
         }.sorted { $0.mountpoint < $1.mountpoint }
     }
 
+    /// Running, not a zombie: a server whose parent died is reaped only later by init, and
+    /// kill(pid, 0) still succeeds for it until then.
     public static func processAlive(_ pid: Int32) -> Bool {
-        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = try? FileSystem.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: UInt8(ascii: ")")),
+              close + 2 < stat.count else { return true }
+        return stat[close + 2] != UInt8(ascii: "Z")
     }
 
     public struct KernelMount: Sendable {

@@ -170,6 +170,11 @@ public final class ContentStore: Sendable {
         try await StoreLock.acquire(path: lockPath(name), exclusive: exclusive)
     }
 
+    /// nil when someone else holds it.
+    public func tryLock(_ name: String) throws -> StoreLock? {
+        try StoreLock.tryAcquire(path: lockPath(name), exclusive: true)
+    }
+
     /// Held shared by every pull and exclusively by GC, so GC never removes a layer that a
     /// running pull has committed but not yet recorded in an image.
     public func gcLock(exclusive: Bool) async throws -> StoreLock {

@@ -117,6 +117,6 @@ actor VolumeDriver {
         var puller = Puller(store: store, client: client, logger: logger)
         if let platform = entry.platform { puller.platform = try Platform(parsing: platform) }
         let policy = entry.pullPolicy.flatMap(ImageService.PullPolicy.init(rawValue:)) ?? .missing
-        return try await service.image(reference, policy: policy) { puller }
+        return try await service.image(reference, platform: puller.platform, policy: policy) { puller }
     }
 }

@@ -211,7 +211,7 @@ def mounter(imgvol, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def podman_session(tmp_path_factory):
+def podman_session():
     """podman with private storage (support.podman.Podman) and the busybox image
     localhost/imgvol-busybox:test; everything is removed at the end of the session."""
     from support import podman as pm_mod
@@ -220,12 +220,17 @@ def podman_session(tmp_path_factory):
         pytest.skip(why)
     env = clean_env()
     env.setdefault("LANG", "C.UTF-8")
-    pm = pm_mod.Podman.create(tmp_path_factory.mktemp("podman"), env)
+    # A short path: with podman's tmp/run dirs deep under pytest's basetemp, every
+    # attached `podman run` waits 20 s for conmon (socket path length limits).
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix="imgvol-pm-", dir="/tmp")
+    pm = pm_mod.Podman.create(workdir, env)
     try:
         pm.import_busybox()
         yield pm
     finally:
         pm.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -246,4 +251,7 @@ def make_base_env(home: Path) -> dict:
     env["XDG_RUNTIME_DIR"] = str(home / "run")
     env["XDG_CONFIG_HOME"] = str(home / ".config")
     env.setdefault("LANG", "C.UTF-8")
+    conf = home / "registries.conf"
+    conf.write_text("# empty: no mirrors, no rewrites\n")
+    env["CONTAINERS_REGISTRIES_CONF"] = str(conf)
     return env

@@ -10,9 +10,6 @@ session.  Teardown, pass or fail: NodeUnpublishVolume of what a test published,
 `imgvol unmount --force`, `umount -l`, SIGKILL of the plugin's process group and of any
 `imgvol` process still naming the plugin's --root.
 
-Harness self-check without the Swift plugin: IMGVOL_BIN=Tests/e2e/support/fake_csi.py
-(a Python stand-in; see support/fake_csi.py).
-
 Contract under test (see deploy/kubernetes/README.md):
   imgvol csi --endpoint unix:///PATH --node-id NAME --root DIR
              [--metrics-address 127.0.0.1:PORT] [--driver-name NAME]

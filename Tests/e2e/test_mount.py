@@ -843,3 +843,330 @@ def test_unmount_refuses_foreign_mount(mounter, tmp_path):
     finally:
         if is_mounted(d) and mount_entry(d).fstype == "tmpfs":
             subprocess.run(["umount", "-l", str(d)])
+
+
+# -- more of the tree: big directories, mmap, st_blocks -------------------------------------
+
+MANY = 3000
+
+
+@pytest.fixture(scope="module")
+def wide(menv):
+    """A directory with 3000 entries of 60-120 character names spread over two layers,
+    some deleted again by whiteouts in the upper layer."""
+    from support.oci_layout import Whiteout
+    names = [f"{i:05d}-" + "n" * (54 + i % 60) for i in range(MANY)]
+    l1 = [Dir("many", mtime=T0)] + [File(f"many/{n}", n[:5], mtime=T0) for n in names[:2000]]
+    l2 = [File(f"many/{n}", n[:5], mtime=T0) for n in names[2000:]] + \
+         [Whiteout(f"many/{n}") for n in names[:2000:10]]
+    info = menv.publish.image(menv.reg.host, "e2e/wide", "v1",
+                              [Layer(l1, "gzip"), Layer(l2, "zstd")])
+    info.names = set(names) - set(names[:2000:10])
+    info.mp = menv.mounter.mount_ok(info.ref)
+    return info
+
+
+def test_big_directory_readdir(wide):
+    from support.mounts import getdents_names
+    d = os.path.join(wide.mp, "many")
+    got = os.listdir(d)
+    assert len(got) == len(set(got)), "duplicate names in readdir"
+    assert set(got) == wide.names, (len(got), len(wide.names))
+    for bufsize in (280, 1024, 4096):       # many READDIR requests resuming at offsets
+        names = getdents_names(d, bufsize)
+        assert sorted(n for n in names if n not in (".", "..")) == sorted(wide.names), bufsize
+        assert names.count(".") == 1 and names.count("..") == 1, bufsize
+    one = sorted(wide.names)[1234]
+    assert Path(d, one).read_text() == one[:5]
+
+
+def test_big_directory_concurrent_readdir(wide):
+    d = os.path.join(wide.mp, "many")
+    results, errors = [], []
+
+    def lister():
+        try:
+            for _ in range(5):
+                results.append(frozenset(os.listdir(d)))
+        except OSError as e:
+            errors.append(e)
+
+    ts = [threading.Thread(target=lister) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors
+    assert len(results) == 30 and all(r == wide.names for r in results)
+
+
+def test_mmap_reads(rich):
+    import mmap
+    path = os.path.join(rich.mp, "srv/big.bin")
+    want = pseudo_random(300 * 1024, 3)
+    drop_cache(path)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        assert len(m) == len(want)
+        rnd = random.Random(5)
+        for _ in range(100):
+            off = rnd.randrange(0, len(want))
+            n = rnd.randrange(1, 20000)
+            assert m[off:off + n] == want[off:off + n], (off, n)
+        assert m[:] == want
+    # a writable shared mapping of a read-only mount's file is refused
+    with open(path, "rb") as f:
+        with pytest.raises((OSError, PermissionError, ValueError)):
+            mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_WRITE)
+
+
+def test_st_blocks_and_blksize(rich):
+    """du/cp/tar trust st_blocks: a non-empty regular file must not look like all holes."""
+    bad = []
+    for dirpath, dirnames, filenames in os.walk(rich.mp):
+        for n in filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if st.st_blksize <= 0:
+                bad.append(f"{p}: st_blksize={st.st_blksize}")
+            if st.st_size > 0 and st.st_blocks * 512 < st.st_size:
+                bad.append(f"{os.path.relpath(p, rich.mp)}: size={st.st_size} "
+                           f"st_blocks={st.st_blocks}")
+    assert not bad, "\n".join(bad)
+    du = subprocess.run(["du", "-s", "--block-size=1", os.path.join(rich.mp, "srv")],
+                        capture_output=True, text=True, check=True)
+    assert int(du.stdout.split()[0]) >= 300 * 1024, du.stdout
+
+
+def test_cp_and_tar_of_mount(rich, tmp_path):
+    """Everyday tools copy the tree faithfully (cp -a; tar of the mount)."""
+    dst = tmp_path / "copy"
+    r = subprocess.run(["cp", "-a", os.path.join(rich.mp, "srv"), str(dst)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a = walk(os.path.join(rich.mp, "srv"))
+    b = walk(str(dst))
+    assert_trees_equal(a, b, "mount", "cp -a")
+
+
+# -- more lifecycle ---------------------------------------------------------------------------
+
+def test_server_outlives_callers_session(mounter, small):
+    """The mount command's whole process group is killed after it returns: the server is in
+    its own session, so the mount keeps serving."""
+    mp = mounter.mountpoint()
+    p = subprocess.Popen(mounter.imgvol.argv("mount", small.ref, mp, "--tls-verify=false"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=mounter.imgvol.env,
+                         start_new_session=True)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    for sig in (signal.SIGHUP, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.5)
+    assert Path(mp, "alpha.txt").read_text() == "alpha\n"
+    m = mounter.listed(mp)
+    assert m is not None and pid_alive(m["pid"])
+
+
+def test_mount_returns_without_holding_pipes(mounter, small):
+    """`mount` exits and its stdout/stderr reach EOF although the server keeps running
+    (the server must not inherit the caller's pipes)."""
+    mp = mounter.mountpoint()
+    t0 = time.monotonic()
+    res = mounter.mount(small.ref, mp, timeout=60)
+    assert res.rc == 0 and not res.timed_out, res.describe()
+    assert time.monotonic() - t0 < 60
+    assert is_mounted(mp)
+
+
+def test_mountpoint_with_space_and_unicode(mounter, imgvol, small, tmp_path):
+    mp = tmp_path / "with space \u00fc\tand tab"
+    mp.mkdir()
+    mounter._record(mp)
+    res = mounter.mount(small.ref, mp)
+    assert res.rc == 0, res.describe()
+    e = mount_entry(mp)
+    assert e is not None and e.fstype == FSTYPE, e
+    assert Path(mp, "alpha.txt").read_text() == "alpha\n"
+    assert [m["mountpoint"] for m in mounter.mounts()] == [str(mp)]
+    assert_error(imgvol.run("rm", small.ref), str(mp))
+    res = mounter.unmount(mp)
+    assert res.rc == 0, res.describe()
+    assert not is_mounted(mp)
+    assert mounter.mounts() == []
+
+
+def test_mountpoint_spellings(mounter, small, tmp_path):
+    """Relative path, trailing slash, a symlink to the directory: all mean the same mount."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    mounter._record(real)
+    p = subprocess.run(mounter.imgvol.argv("mount", small.ref, "real/", "--tls-verify=false"),
+                       cwd=str(tmp_path), env=mounter.imgvol.env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert is_mounted(real)
+    assert [m["mountpoint"] for m in mounter.mounts()] == [str(real)], \
+        "mounts should list the canonical absolute path"
+    # already mounted, spelled through the symlink
+    assert_error(mounter.mount(small.ref, link))
+    assert len(mount_entries(real)) == 1
+    res = mounter.unmount(str(link) + "/")
+    assert res.rc == 0, res.describe()
+    assert not is_mounted(real)
+
+
+def test_concurrent_mounts_of_uncached_image(mounter, registry, publish):
+    """Three `mount`s of an image nobody pulled yet, at once: all succeed and agree."""
+    layers = [Layer([Dir("d", mtime=T0), File("d/blob", pseudo_random(4 << 20, 77), mtime=T0)],
+                    "gzip"),
+              Layer([File("d/small", "s\n", mtime=T0)], "zstd")]
+    info = publish.image(registry.host, "e2e/race", "v1", layers)
+    mps = [mounter.mountpoint() for _ in range(3)]
+    procs = [subprocess.Popen(mounter.imgvol.argv("mount", info.ref, mp, "--tls-verify=false"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=mounter.imgvol.env, start_new_session=True) for mp in mps]
+    outs = [p.communicate(timeout=180) for p in procs]
+    mounter._note_servers()
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e
+    want = hashlib.sha256(pseudo_random(4 << 20, 77)).hexdigest()
+    for mp in mps:
+        assert sha256_file(os.path.join(mp, "d/blob")) == want
+        assert Path(mp, "d/small").read_text() == "s\n"
+    assert sorted(m["mountpoint"] for m in mounter.mounts()) == sorted(mps)
+    assert [im["reference"] for im in mounter.imgvol.images()] == [info.ref]
+
+
+def test_concurrent_mounts_same_mountpoint(mounter, imgvol, small):
+    """Two mounts racing for one mountpoint: exactly one wins, nothing is stacked."""
+    imgvol.pull(small.ref)
+    mp = mounter.mountpoint()
+    procs = [subprocess.Popen(mounter.imgvol.argv("mount", small.ref, mp, "--pull", "never"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=mounter.imgvol.env, start_new_session=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    mounter._note_servers()
+    rcs = [p.returncode for p in procs]
+    assert rcs.count(0) == 1, (rcs, outs)
+    for p, (o, e) in zip(procs, outs):
+        if p.returncode != 0:
+            assert p.returncode > 0 and "Error:" in e, (p.returncode, e)
+    assert len(mount_entries(mp)) == 1, mount_entries(mp)
+    assert [m["mountpoint"] for m in mounter.mounts()] == [mp]
+    time.sleep(1)
+    servers = [pid for pid in pids_mentioning(mp) if pid_alive(pid)]
+    assert len(servers) == 1, f"expected one server for {mp}, found {servers}"
+    assert Path(mp, "alpha.txt").read_text() == "alpha\n"
+
+
+# -- pull flags ------------------------------------------------------------------------------
+
+def test_mount_with_credentials(mounter, auth_registry, publish):
+    info = publish.image(auth_registry.host, "e2e/private", "v1", small_layers("secret"),
+                         creds=auth_registry.creds)
+    mp = mounter.mountpoint()
+    res = mounter.mount(info.ref, mp)
+    assert_error(res)
+    assert not is_mounted(mp)
+    mounter.mount_ok(info.ref, mp, "--creds", auth_registry.creds)
+    assert Path(mp, "secret.txt").read_text() == "secret\n"
+
+
+def test_mount_platform(mounter, registry, publish):
+    from support.oci_layout import Platform
+    idx = publish.index(registry.host, "e2e/multi", "v1", [
+        Platform("linux", "amd64", layers=small_layers("amd")),
+        Platform("linux", "arm64", "v8", layers=small_layers("arm")),
+    ])
+    mp = mounter.mount_ok(idx.ref, None, "--platform", "linux/arm64/v8")
+    assert sorted(os.listdir(mp)) == ["arm.txt", "etc"]
+    mp2 = mounter.mount_ok(idx.ref, None, "--platform", "linux/amd64")
+    assert sorted(os.listdir(mp2)) == ["amd.txt", "etc"]
+
+
+# -- offsets past 4 GiB ----------------------------------------------------------------------
+
+class _ZeroReader:
+    """A file-like of `size` zero bytes with `patches` {offset: bytes} written over them."""
+
+    def __init__(self, size, patches):
+        self.size, self.pos, self.patches = size, 0, sorted(patches.items())
+
+    def read(self, n=-1):
+        if n < 0:
+            n = self.size - self.pos
+        n = min(n, self.size - self.pos)
+        buf = bytearray(n)
+        for off, data in self.patches:
+            lo, hi = max(off, self.pos), min(off + len(data), self.pos + n)
+            if lo < hi:
+                buf[lo - self.pos:hi - self.pos] = data[lo - off:hi - off]
+        self.pos += n
+        return bytes(buf)
+
+
+def _huge_gzip_layer(size, patches, after: bytes):
+    """A gzip layer: `huge.bin` (mostly zeros), then `after.txt` (tar offset > size)."""
+    import gzip
+    import io
+    import tarfile
+
+    class HashingWriter(io.RawIOBase):
+        def __init__(self, inner):
+            self.inner, self.h = inner, hashlib.sha256()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.h.update(b)
+            self.inner.write(b)
+            return len(b)
+
+    blob = io.BytesIO()
+    gz = gzip.GzipFile(fileobj=blob, mode="wb", compresslevel=1, mtime=0)
+    hw = HashingWriter(gz)
+    with tarfile.open(fileobj=hw, mode="w|", format=tarfile.PAX_FORMAT,
+                      bufsize=1 << 20) as tf:
+        ti = tarfile.TarInfo("huge.bin")
+        ti.size, ti.mtime = size, T0
+        tf.addfile(ti, _ZeroReader(size, patches))
+        ti = tarfile.TarInfo("after.txt")
+        ti.size, ti.mtime = len(after), T0
+        tf.addfile(ti, io.BytesIO(after))
+    gz.close()
+    return Layer.from_blob(blob.getvalue(), "gzip", diff_id="sha256:" + hw.h.hexdigest())
+
+
+@pytest.mark.slow
+def test_offsets_beyond_4gib(mounter, registry, publish):
+    size = (4 << 30) + (300 << 20) + 12345          # ~4.3 GiB
+    patches = {0: b"HEAD", (1 << 32) - 3: b"ACROSS-4GiB", (1 << 32) + 4096: b"PAST",
+               size - 4: b"TAIL"}
+    after = b"after the huge file\n"
+    layer = _huge_gzip_layer(size, patches, after)
+    info = publish.image(registry.host, "e2e/huge", "v1", [layer])
+    mp = mounter.mount_ok(info.ref, None, timeout=900)
+    path = os.path.join(mp, "huge.bin")
+    assert os.stat(path).st_size == size
+    assert Path(mp, "after.txt").read_bytes() == after, "entry stored past 4 GiB in the layer"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for off, data in patches.items():
+            got = os.pread(fd, len(data), off)
+            assert got == data, (off, got)
+        assert os.pread(fd, 16, (1 << 32) - 8) == b"\0" * 5 + b"ACROSS-4GiB"
+        assert os.pread(fd, 100, size - 4) == b"TAIL"
+        assert os.pread(fd, 10, size) == b""
+        assert os.pread(fd, 4096, 3 << 30) == b"\0" * 4096
+    finally:
+        os.close(fd)

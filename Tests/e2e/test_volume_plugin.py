@@ -100,6 +100,17 @@ class Plugin:
         assert st == 200 and not data.get("Err"), (endpoint, body, st, data, self.log_text())
         return data
 
+    def terminate(self, sig=signal.SIGTERM):
+        """Stop only the plugin process (its socket dir, store and mounts stay)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)
+        return self.proc.returncode
+
     def fuse_mounts(self):
         return imgvol_mounts_under(self.root)
 
@@ -403,3 +414,35 @@ def test_podman_first_use_pulls(ppm, plugin, models):
     assert parse_sha(res.stdout) == models.files
     assert ppm.podman("rm", name).rc == 0
     wait_until(lambda: volume_mounts(plugin, models.ref) == [], 30, what="unmount")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_plugin_restart_keeps_volumes(ppm, plugin, imgvol, models, sig):
+    """Volumes podman knows about keep working after the plugin is restarted (a service
+    restart, or a crash that leaves a stale socket file)."""
+    imgvol.pull(models.ref)
+    vol = ppm.unique("vol")
+    assert create_volume(ppm, vol, f"image={models.ref}", "tls-verify=false").rc == 0
+    rc = plugin.terminate(sig)
+    if sig == signal.SIGTERM:      # clean exit or the default action; not a crash
+        assert rc in (0, -signal.SIGTERM), f"volume-plugin exited {rc}\n" + plugin.log_text()
+    plugin.start()
+    name = ppm.unique("c")
+    res = ppm.run_container(name, ["-v", f"{vol}:/model:ro"], "sh", "-c", SHA_SCRIPT)
+    assert res.rc == 0, res.describe() + "\n--- plugin log ---\n" + plugin.log_text()
+    assert parse_sha(res.stdout) == models.files
+    assert ppm.podman("rm", name).rc == 0
+    wait_until(lambda: volume_mounts(plugin, models.ref) == [], 30, what="unmount")
+    res = ppm.podman("volume", "rm", vol)
+    assert res.rc == 0, res.describe() + plugin.log_text()
+
+
+def test_podman_run_with_unpullable_image_fails_cleanly(ppm, plugin, registry):
+    ref = f"{registry.host}/e2e/missing:v1"
+    vol = ppm.unique("vol")
+    assert create_volume(ppm, vol, f"image={ref}", "tls-verify=false").rc == 0
+    name = ppm.unique("c")
+    res = ppm.run_container(name, ["-v", f"{vol}:/model:ro"], "sh", "-c", "ls /model")
+    assert res.rc != 0, res.describe()
+    assert "e2e/missing" in res.stderr, res.describe() + plugin.log_text()
+    assert volume_mounts(plugin, ref) == [] and plugin.fuse_mounts() == []

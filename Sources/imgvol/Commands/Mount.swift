@@ -41,9 +41,16 @@ struct Mount: AsyncParsableCommand {
         try MountServer.checkMountpoint(mountpoint)
         let logger = global.makeLogger()
         let store = try global.openStore()
+        // One mount per mountpoint at a time: concurrent `imgvol mount`s on one path would
+        // otherwise all pass the check above and stack.
+        guard let lock = try store.tryLock("mount-\(MountTable.key(mountpoint))") else {
+            throw MountServer.Failure("another imgvol mount on \(mountpoint) is in progress or serving it in the foreground")
+        }
+        defer { lock.release() }
+        try MountServer.checkMountpoint(mountpoint)
         let service = ImageService(store: store, logger: logger)
         let record = try await pull.withPuller(store: store, logger: logger) { puller in
-            try await service.image(reference, policy: policy) { puller }
+            try await service.image(reference, platform: puller.platform, policy: policy) { puller }
         }
         // Refuse a bad --subpath before anything is mounted (the tree is built again by the
         // server; without --subpath there is nothing to check).

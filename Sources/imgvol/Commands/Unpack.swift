@@ -27,7 +27,7 @@ struct Unpack: AsyncParsableCommand {
         let store = try global.openStore()
         let service = ImageService(store: store, logger: logger)
         let record = try await pull.withPuller(store: store, logger: logger) { puller in
-            try await service.image(reference, policy: policy) { puller }
+            try await service.image(reference, platform: puller.platform, policy: policy) { puller }
         }
         let tree = try service.tree(of: record)
         var unpacker = Unpacker(tree: tree, layerTars: service.layerTars(of: record))

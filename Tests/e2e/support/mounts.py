@@ -433,3 +433,37 @@ def subtree(tree: dict, prefix: str) -> dict:
     """The part of an expected/walked tree below prefix, re-rooted (prefix itself dropped)."""
     prefix = prefix.strip("/") + "/"
     return {p[len(prefix):]: n for p, n in tree.items() if p.startswith(prefix)}
+
+
+# -- raw getdents64 with a small buffer (many READDIR requests with offsets) -----------------
+
+_SYS_GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(os.uname().machine)
+_libc.syscall.restype = ctypes.c_long
+
+
+def getdents_names(path, bufsize: int = 512) -> List[str]:
+    """Every name getdents64(2) returns for a directory, reading bufsize bytes at a time."""
+    if _SYS_GETDENTS64 is None:
+        raise OSError(errno.ENOSYS, "getdents64 syscall number unknown for this machine")
+    fd = os.open(str(path), os.O_RDONLY | os.O_DIRECTORY)
+    buf = ctypes.create_string_buffer(bufsize)
+    names = []
+    try:
+        while True:
+            n = _libc.syscall(ctypes.c_long(_SYS_GETDENTS64), ctypes.c_int(fd), buf,
+                              ctypes.c_uint(bufsize))
+            if n < 0:
+                e = ctypes.get_errno()
+                raise OSError(e, os.strerror(e), str(path))
+            if n == 0:
+                break
+            raw = buf.raw[:n]
+            pos = 0
+            while pos < n:
+                reclen = int.from_bytes(raw[pos + 16:pos + 18], "little")
+                name = raw[pos + 19:pos + reclen].split(b"\0", 1)[0]
+                names.append(os.fsdecode(name))
+                pos += reclen
+    finally:
+        os.close(fd)
+    return names
