@@ -29,10 +29,19 @@ actor VolumeDriver {
         init(_ description: String) { self.description = description }
     }
 
+    static func isAlnum(_ c: UInt8) -> Bool {
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a)
+    }
+
     func mountpoint(_ name: String) -> String { "\(mountsRoot)/\(name)" }
 
     func create(_ name: String, options: [String: String]) throws {
-        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else { throw Failure("invalid volume name \"\(name)\"") }
+        // Docker's rule for volume names; the name becomes a directory under ROOT/volumes.
+        let valid = name.utf8.first.map(Self.isAlnum) == true
+            && name.utf8.allSatisfy { Self.isAlnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
+        guard valid, name.utf8.count <= 255 else {
+            throw Failure("invalid volume name \"\(name)\": use letters, digits, \"_\", \".\" and \"-\", starting with a letter or digit")
+        }
         guard let image = options["image"] ?? options["ref"], !image.isEmpty else {
             throw Failure("volume \(name) needs an image: podman volume create --driver imgvol --opt image=REF \(name)")
         }

@@ -1,3 +1,4 @@
+import Dispatch
 import FileIO
 import Foundation
 import ImgvolCore
@@ -7,6 +8,9 @@ import NIOHTTP1
 import NIOPosix
 import OCI
 import Store
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Serves the volume plugin API on a unix socket (`/run/docker/plugins/imgvol.sock` by
 /// default, where podman and docker look for plugins).
@@ -32,6 +36,19 @@ public struct VolumePluginServer: Sendable {
                 }
             }
         logger.notice("volume plugin listening on \(socketPath)")
+        // SIGTERM/SIGINT: remove the socket and exit 0; the mounts keep being served.
+        let path = socketPath
+        let signals = [SIGTERM, SIGINT].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                unlink(path)
+                exit(0)
+            }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
         try await withThrowingDiscardingTaskGroup { group in
             try await server.executeThenClose { connections in
                 for try await connection in connections {

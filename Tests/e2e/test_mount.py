@@ -478,10 +478,11 @@ def test_whiteouts_in_rich_image(rich):
 
 # -- 6. --subpath ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sub", ["models", "models/weights"])
+@pytest.mark.parametrize("sub", ["models", "models/weights", "models/", "./models"])
 def test_subpath(models, mm, sub):
     mp = mm.mount_ok(models.ref, None, "--subpath", sub)
     full = expected_tree(models.entries)
+    sub = os.path.normpath(sub)                          # the key in the model
     want = subtree(full, sub)
     got = walk(mp)
     assert_trees_equal(want, got, f"model of {sub}/", "mount")
@@ -1170,3 +1171,108 @@ def test_offsets_beyond_4gib(mounter, registry, publish):
         assert os.pread(fd, 4096, 3 << 30) == b"\0" * 4096
     finally:
         os.close(fd)
+
+
+# -- edge cases of names, links, xattrs and times --------------------------------------------
+
+def edge_entries():
+    from support.oci_layout import Symlink, Whiteout
+    big_xattr = bytes(range(256)) * 12                           # 3072 bytes, NULs included
+    l1 = [
+        Dir("e", mtime=T0),
+        File("e/" + "n" * 255, "max name\n", mtime=T0),
+        File("e/" + "\u00fc" * 127, "two-byte chars, 254 bytes\n", mtime=T0),
+        File("e/new\nline", "nl\n", mtime=T0),
+        File("e/tab\there", "tab\n", mtime=T0),
+        File("e/back\\slash", "bs\n", mtime=T0),
+        File("e/\u65e5\u672c\u8a9e-\u00df", "cjk\n", mtime=T0),
+        Symlink("e/longlink", "x/" * 1500 + "end", mtime=T0),
+        File("e/exactly-1MiB", pseudo_random(1 << 20, 5), mtime=T0),
+        File("e/1MiB-plus-1", pseudo_random((1 << 20) + 1, 6), mtime=T0),
+        File("e/frac-mtime", "f\n", mtime=T0 + 0.25),
+        File("e/old-mtime", "o\n", mtime=1),
+        File("e/xattrs", "x\n", mtime=T0,
+             xattrs={**{f"user.k{i:02d}": f"value-{i}".encode() for i in range(20)},
+                     "user.binary": b"\x00\xff\xfe\x01", "user.big": big_xattr}),
+        File("e/mode-000", "zero\n", mode=0o000, mtime=T0),
+        Dir("e/becomes-empty", mtime=T0),
+        File("e/becomes-empty/a", "a", mtime=T0),
+        Dir("e/empty", mtime=T0),
+    ]
+    l2 = [Whiteout("e/becomes-empty/a")]
+    return [l1, l2]
+
+
+@pytest.fixture(scope="module")
+def edge(menv):
+    entries = edge_entries()
+    info = menv.publish.image(menv.reg.host, "e2e/edge", "v1",
+                              [Layer(entries[0], "gzip"), Layer(entries[1], "none")])
+    info.entries = entries
+    info.mp = menv.mounter.mount_ok(info.ref)
+    return info
+
+
+def test_edge_tree_matches_model(edge):
+    assert_trees_equal(expected_tree(edge.entries), walk(edge.mp), "model", "mount")
+
+
+def test_edge_tree_matches_umoci(edge, menv, umoci):
+    layout = str(menv.base / "edge-umoci")
+    oci_layout.write_image(layout, "v1", [Layer(e, "gzip") for e in edge.entries])
+    theirs = umoci_unpack(layout, "v1", str(menv.base / "edge-bundle"))
+    assert_trees_equal(walk(edge.mp), walk(theirs), "mount", "umoci")
+    for name in ("frac-mtime", "old-mtime", "exactly-1MiB"):
+        a = os.lstat(os.path.join(edge.mp, "e", name)).st_mtime_ns
+        b = os.lstat(os.path.join(theirs, "e", name)).st_mtime_ns
+        assert a == b, f"e/{name}: mtime_ns mount={a} umoci={b}"
+
+
+def test_edge_details(edge):
+    e = os.path.join(edge.mp, "e")
+    assert os.readlink(os.path.join(e, "longlink")) == "x/" * 1500 + "end"
+    assert os.lstat(os.path.join(e, "longlink")).st_size == len("x/" * 1500 + "end")
+    assert os.lstat(os.path.join(e, "frac-mtime")).st_mtime_ns == (T0 * 10 ** 9) + 250_000_000
+    x = os.path.join(e, "xattrs")
+    names = os.listxattr(x)
+    assert len(names) == 22 and "user.big" in names, names
+    assert os.getxattr(x, "user.binary") == b"\x00\xff\xfe\x01"
+    assert os.getxattr(x, "user.big") == bytes(range(256)) * 12
+    assert os.listdir(os.path.join(e, "becomes-empty")) == []
+    assert os.listdir(os.path.join(e, "empty")) == []
+    assert Path(e, "mode-000").read_text() == "zero\n"       # root; default_permissions
+    for name, size in (("exactly-1MiB", 1 << 20), ("1MiB-plus-1", (1 << 20) + 1)):
+        p = os.path.join(e, name)
+        drop_cache(p)
+        with open(p, "rb") as f:
+            data = f.read()
+        assert len(data) == size
+        assert data == pseudo_random(size, 5 if size == 1 << 20 else 6)
+
+
+# -- a tag that moves while its old image is mounted -----------------------------------------
+
+def test_tag_moves_while_mounted(mounter, imgvol, registry, publish):
+    """v1 mounted; the tag is re-pushed with other content; `--pull always` mounts the new
+    one; prune keeps every byte of the old (now untagged) image while it is mounted."""
+    old_entries = [Dir("d", mtime=T0), File("d/old.bin", pseudo_random(2 << 20, 91), mtime=T0),
+                   File("d/same.txt", "same\n", mtime=T0)]
+    new_entries = [Dir("d", mtime=T0), File("d/new.bin", pseudo_random(1 << 20, 92), mtime=T0),
+                   File("d/same.txt", "same\n", mtime=T0)]
+    old = publish.image(registry.host, "e2e/moving", "latest", [Layer(old_entries, "gzip")])
+    m_old = mounter.mount_ok(old.ref)
+    new = publish.image(registry.host, "e2e/moving", "latest", [Layer(new_entries, "gzip")])
+    assert new.manifest_digest != old.manifest_digest
+    m_new = mounter.mount_ok(new.ref, None, "--pull", "always")
+    assert sorted(os.listdir(os.path.join(m_new, "d"))) == ["new.bin", "same.txt"]
+    listed = {m["mountpoint"]: m["digest"] for m in mounter.mounts()}
+    assert listed == {m_old: old.manifest_digest, m_new: new.manifest_digest}, listed
+    imgvol.prune_json()
+    registry.stop()
+    p = os.path.join(m_old, "d/old.bin")
+    drop_cache(p)
+    assert Path(p).read_bytes() == pseudo_random(2 << 20, 91), \
+        "prune removed data of the old image while it was mounted"
+    assert mounter.unmount(m_old).rc == 0
+    assert imgvol.prune_json() >= old.layers[0].size, "the old image's layer should go now"
+    assert Path(m_new, "d/new.bin").read_bytes() == pseudo_random(1 << 20, 92)

@@ -446,3 +446,38 @@ def test_podman_run_with_unpullable_image_fails_cleanly(ppm, plugin, registry):
     assert res.rc != 0, res.describe()
     assert "e2e/missing" in res.stderr, res.describe() + plugin.log_text()
     assert volume_mounts(plugin, ref) == [] and plugin.fuse_mounts() == []
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".", "..", "/abs", "x\x00y"])
+def test_api_rejects_bad_volume_names(plugin, models, name):
+    """Names become directories under the store: nothing may be created or mounted outside
+    it, whatever the caller sends."""
+    root = Path(plugin.root)
+    before = set(p for p in root.parent.rglob("*") if "escape" in p.name)
+    st, data = plugin.api("/VolumeDriver.Create", {"Name": name, "Opts": {
+        "image": models.ref, "tls-verify": "false"}})
+    assert data.get("Err"), f"Create accepted the volume name {name!r}: {data}"
+    st, data = plugin.api("/VolumeDriver.Mount", {"Name": name, "ID": "x"})
+    assert data.get("Err"), f"Mount accepted the volume name {name!r}: {data}"
+    assert plugin.fuse_mounts() == []
+    assert [e for e in proc_mounts() if e.fstype == FSTYPE and
+            e.source == f"imgvol:{models.ref}"] == []
+    after = set(p for p in root.parent.rglob("*") if "escape" in p.name)
+    assert after == before, f"created {after - before}"
+    vols = plugin.ok("/VolumeDriver.List", {}).get("Volumes") or []
+    assert vols == [], vols
+
+
+@pytest.mark.parametrize("sub", ["../..", "models/../..", "nope", "etc/hostname"])
+def test_api_bad_subpath_option(plugin, imgvol, models, sub):
+    """A bad subpath fails at Create or at Mount with an error, and nothing is mounted."""
+    imgvol.pull(models.ref)
+    st, data = plugin.api("/VolumeDriver.Create", {"Name": "badsub", "Opts": {
+        "image": models.ref, "tls-verify": "false", "subpath": sub}})
+    if not data.get("Err"):
+        t0 = time.monotonic()
+        st, data = plugin.api("/VolumeDriver.Mount", {"Name": "badsub", "ID": "x"})
+        assert data.get("Err"), f"subpath {sub!r} was mounted: {data}"
+        assert time.monotonic() - t0 < 5, "a bad subpath should fail fast (podman waits 5 s)"
+    assert sub in data["Err"], data
+    assert plugin.fuse_mounts() == []

@@ -318,8 +318,8 @@ class Mounter:
             mp = self.mountpoint()
         res = self.mount(ref, mp, *flags, **kw)
         assert res.rc == 0, res.describe()
-        assert res.last_line == str(mp), \
-            f"mount should print the mountpoint on stdout\n{res.describe()}"
+        assert res.stdout.strip().splitlines() == [str(mp)], \
+            f"mount should print the mountpoint (only) on stdout\n{res.describe()}"
         e = mount_entry(mp)
         assert e is not None and e.fstype == FSTYPE, \
             f"{mp} is not an imgvol mount after `mount` returned: {e}\n{res.describe()}"
