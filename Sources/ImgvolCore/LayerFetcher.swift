@@ -51,15 +51,15 @@ struct LayerFetcher: Sendable {
 
     private func partialPath(_ digest: Digest) -> String { "\(store.tmpDir)/\(digest.hex).partial" }
 
-    private func openPartial(_ layer: Descriptor) throws -> PartialBlob {
+    private func openPartial(_ layer: Descriptor, direct: Bool) throws -> PartialBlob {
         let digest = layer.digest
         let progress = self.progress
-        return try PartialBlob(path: partialPath(digest)) { bytes in progress?.layerProgress(digest, bytes: bytes) }
+        return try PartialBlob(path: partialPath(digest), direct: direct) { bytes in progress?.layerProgress(digest, bytes: bytes) }
     }
 
     /// The blob is the layer tar: verified, it is renamed into place. No copy.
     private func fetchUncompressed(_ layer: Descriptor, diffID: Digest, endpoints: [Endpoint], reference: Reference) async throws {
-        let partial = try openPartial(layer)
+        let partial = try openPartial(layer, direct: true)
         do {
             try await client.download(layer, from: endpoints, reference: reference, into: partial)
             try partial.end()
@@ -81,7 +81,7 @@ struct LayerFetcher: Sendable {
 
     private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, diffID: Digest,
                                  endpoints: [Endpoint], reference: Reference) async throws {
-        let partial = try openPartial(layer)
+        let partial = try openPartial(layer, direct: false)
         let output = "\(store.tmpDir)/\(diffID.hex).\(getpid()).untar"
         defer { try? FileSystem.remove(output) }
         let name = layer.digest.description

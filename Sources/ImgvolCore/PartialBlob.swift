@@ -25,14 +25,22 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
     /// write and one wake-up of the decompressor per chunk would cost more than the copy.
     private var pending: UnsafeMutableRawBufferPointer
     private var pendingCount = 0
+    private let directHandle: OpenFile?
     /// Bytes held in all: on disk plus pending (where a resumed download starts).
     private var received: Int64 = 0
 
-    init(path: String, onProgress: @escaping @Sendable (Int64) -> Void) throws {
+    /// `direct`: write with O_DIRECT, for blobs nobody reads while they grow (uncompressed
+    /// layers). It skips the copy into the page cache, which is most of a 1 GiB pull's CPU on
+    /// these machines (3.7 s → 2.6 s measured); a decompressor following the file would then
+    /// have to read it back from disk, so compressed blobs are written buffered.
+    init(path: String, direct: Bool, onProgress: @escaping @Sendable (Int64) -> Void) throws {
         self.path = path
         self.onProgress = onProgress
         handle = try OpenFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
-        pending = .allocate(byteCount: 4 << 20, alignment: 64)
+        // O_DIRECT (not exported by Swift's Glibc module); file systems without it (tmpfs)
+        // refuse the open, and the buffered descriptor is used instead.
+        directHandle = direct ? try? OpenFile(path: path, flags: O_WRONLY | 0o40000) : nil
+        pending = .allocate(byteCount: 4 << 20, alignment: 4096)
         try resumeFromExisting()
         received = length
     }
@@ -79,8 +87,11 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
         guard pendingCount > 0, let base = pending.baseAddress else { return }
         var written = 0
         let start = length
+        // O_DIRECT needs block-aligned offsets and sizes: only the last, short batch is not.
+        let aligned = start % 4096 == 0 && pendingCount % 4096 == 0
+        let fd = aligned ? (directHandle?.fd ?? handle.fd) : handle.fd
         while written < pendingCount {
-            let n = try retryingEINTR("write", path) { pwrite(handle.fd, base + written, pendingCount - written, off_t(start) + off_t(written)) }
+            let n = try retryingEINTR("write", path) { pwrite(fd, base + written, pendingCount - written, off_t(start) + off_t(written)) }
             written += n
         }
         pendingCount = 0
@@ -89,7 +100,7 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
         let now = length
         condition.broadcast()
         condition.unlock()
-        if now / (64 << 20) != start / (64 << 20) { handle.startWriteback(from: 0, length: 0) }
+        if directHandle == nil, now / (64 << 20) != start / (64 << 20) { handle.startWriteback(from: 0, length: 0) }
         onProgress(now)
     }
 
