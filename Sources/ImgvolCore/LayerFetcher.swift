@@ -124,17 +124,13 @@ struct LayerFetcher: Sendable {
 
     /// Decompresses into `output` (fsynced), returning the uncompressed digest.
     private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String) throws -> Digest {
-        let file = try OpenFile(path: output, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+        let file = try DirectWriter(path: output)
         var hasher = DigestHasher()
-        var written: Int64 = 0
         try LayerDecompressor.run(layer: layer, compression: compression, source: source) { bytes in
-            try file.writeAll(bytes)
+            try file.write(bytes)
             hasher.update(bytes)
-            let before = written
-            written += Int64(bytes.count)
-            if written / (64 << 20) != before / (64 << 20) { file.startWriteback(from: 0, length: 0) }
         }
-        try file.sync()
+        try file.finish()
         return hasher.finalize()
     }
 
