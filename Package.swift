@@ -86,6 +86,7 @@ let package = Package(
 
         // Fixtures shared by the test targets (tars written by an independent writer).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "FileIOTests", dependencies: ["FileIO", "TestSupport"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI", "TestSupport"]),
