@@ -39,6 +39,17 @@ struct PullOptions: ParsableArguments {
         try platform.map { try Platform(parsing: $0) } ?? .host
     }
 
+    /// The image for commands that use one (mount, unpack): from the cache when the policy
+    /// allows, without creating a registry client at all (its set-up and shutdown would be
+    /// most of the time a mount of a cached image takes).
+    func image(_ reference: Reference, policy: ImageService.PullPolicy, service: ImageService, logger: Logger) async throws -> ImageRecord {
+        let platform = try targetPlatform()
+        if policy != .always, let cached = service.cachedImage(reference, platform: platform) { return cached }
+        return try await withPuller(store: service.store, logger: logger) { puller in
+            try await service.image(reference, platform: platform, policy: policy) { puller }
+        }
+    }
+
     /// Runs `body` with a puller whose client is shut down afterwards, drawing progress on a TTY.
     func withPuller<T>(store: ContentStore, logger: Logger, _ body: (Puller) async throws -> T) async throws -> T {
         // Everything that can reject the flags runs before the client exists: a client must be

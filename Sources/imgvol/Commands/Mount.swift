@@ -49,9 +49,7 @@ struct Mount: AsyncParsableCommand {
         defer { lock.release() }
         try MountServer.checkMountpoint(mountpoint)
         let service = ImageService(store: store, logger: logger)
-        let record = try await pull.withPuller(store: store, logger: logger) { puller in
-            try await service.image(reference, platform: puller.platform, policy: policy) { puller }
-        }
+        let record = try await pull.image(reference, policy: policy, service: service, logger: logger)
         // Refuse a bad --subpath before anything is mounted (the tree is built again by the
         // server; without --subpath there is nothing to check).
         if subpath != nil {

@@ -26,9 +26,7 @@ struct Unpack: AsyncParsableCommand {
         let logger = global.makeLogger()
         let store = try global.openStore()
         let service = ImageService(store: store, logger: logger)
-        let record = try await pull.withPuller(store: store, logger: logger) { puller in
-            try await service.image(reference, platform: puller.platform, policy: policy) { puller }
-        }
+        let record = try await pull.image(reference, policy: policy, service: service, logger: logger)
         let tree = try service.tree(of: record)
         var unpacker = Unpacker(tree: tree, layerTars: service.layerTars(of: record))
         unpacker.onSkip = { path, kind in logger.info("skipped \(kind) \(path)") }
