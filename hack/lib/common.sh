@@ -163,7 +163,7 @@ umount_under() {
 # (a background server) or stays in the foreground serving it; in the latter
 # case MOUNT_FG_PID is its pid (else empty). Output goes to LOG.
 imgvol_mount() {
-    local root=$1 ref=$2 mnt=$3 log=$4 pid i
+    local root=$1 ref=$2 mnt=$3 log=$4 pid i j
     shift 4
     mkdir -p "$mnt"
     MOUNT_FG_PID=
@@ -177,7 +177,9 @@ imgvol_mount() {
             return 1
         fi
         if mountpoint -q "$mnt"; then
-            sleep 0.2   # a command about to return after mounting, or a foreground server?
+            # A command about to return after mounting, or a foreground server? Poll finely:
+            # a fixed sleep here would be counted in the mount-to-first-byte figure.
+            for (( j=0; j<200; j++ )); do kill -0 "$pid" 2>/dev/null || break; sleep 0.005; done
             if kill -0 "$pid" 2>/dev/null; then MOUNT_FG_PID=$pid; else wait "$pid" || return 1; fi
             return 0
         fi
