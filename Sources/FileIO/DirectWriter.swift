@@ -13,7 +13,7 @@ public final class DirectWriter {
 
     public let path: String
     private let buffered: OpenFile
-    private let direct: OpenFile?
+    private var direct: OpenFile?
     private let buffer: UnsafeMutableRawBufferPointer
     private var filled = 0
     public private(set) var written: Int64 = 0
@@ -36,7 +36,19 @@ public final class DirectWriter {
             }
             filled += n
             rest = UnsafeRawBufferPointer(rebasing: rest[n...])
-            if filled == buffer.count { try flush(using: direct ?? buffered) }
+            if filled == buffer.count { try flushBlock() }
+        }
+    }
+
+    /// A file system may accept O_DIRECT at open and still refuse the write (EINVAL): then
+    /// the block, and every later one, goes through the page cache.
+    private func flushBlock() throws(SystemError) {
+        guard let direct else { return try flush(using: buffered) }
+        do {
+            try flush(using: direct)
+        } catch where error.errno == EINVAL {
+            self.direct = nil
+            try flush(using: buffered)
         }
     }
 

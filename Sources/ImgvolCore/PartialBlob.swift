@@ -25,7 +25,7 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
     /// write and one wake-up of the decompressor per chunk would cost more than the copy.
     private var pending: UnsafeMutableRawBufferPointer
     private var pendingCount = 0
-    private let directHandle: OpenFile?
+    private var directHandle: OpenFile?
     /// Bytes held in all: on disk plus pending (where a resumed download starts).
     private var received: Int64 = 0
 
@@ -89,10 +89,18 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
         let start = length
         // O_DIRECT needs block-aligned offsets and sizes: only the last, short batch is not.
         let aligned = start % 4096 == 0 && pendingCount % 4096 == 0
-        let fd = aligned ? (directHandle?.fd ?? handle.fd) : handle.fd
+        var fd = aligned ? (directHandle?.fd ?? handle.fd) : handle.fd
         while written < pendingCount {
-            let n = try retryingEINTR("write", path) { pwrite(fd, base + written, pendingCount - written, off_t(start) + off_t(written)) }
-            written += n
+            let n = pwrite(fd, base + written, pendingCount - written, off_t(start) + off_t(written))
+            if n >= 0 { written += n; continue }
+            if errno == EINTR { continue }
+            if errno == EINVAL && fd != handle.fd {
+                // Opened with O_DIRECT but the file system refuses such writes: go buffered.
+                directHandle = nil
+                fd = handle.fd
+                continue
+            }
+            throw SystemError("write", path)
         }
         pendingCount = 0
         condition.lock()
