@@ -28,11 +28,7 @@ extension ImageTree {
             w.string(node.linkTarget)
             w.u32(node.deviceMajor)
             w.u32(node.deviceMinor)
-            w.u32(UInt32(node.xattrs.count))
-            for x in node.xattrs {
-                w.string(x.name)
-                w.data(x.value)
-            }
+            w.xattrs(node.xattrs)
             w.u32(node.nlink)
             w.u32(node.parent)
             w.u32(UInt32(node.children.count))
@@ -58,8 +54,7 @@ extension ImageTree {
                                  mtimeSeconds: try r.i64(), mtimeNanoseconds: try r.u32(), size: try r.i64(),
                                  layer: Int32(bitPattern: try r.u32()), dataOffset: try r.i64(), linkTarget: try r.string(),
                                  deviceMajor: try r.u32(), deviceMinor: try r.u32(), xattrs: [], nlink: 0, parent: 0, children: [])
-                let xattrCount = try r.u32()
-                for _ in 0..<xattrCount { node.xattrs.append(Xattr(name: try r.string(), value: try r.data())) }
+                node.xattrs = try r.xattrs()
                 node.nlink = try r.u32()
                 node.parent = try r.u32()
                 let childCount = Int(try r.u32())

@@ -11,6 +11,15 @@ public struct BinaryWriter {
     public mutating func i64(_ v: Int64) { u64(UInt64(bitPattern: v)) }
     public mutating func data(_ v: [UInt8]) { u32(UInt32(v.count)); bytes.append(contentsOf: v) }
     public mutating func string(_ v: String) { data(Array(v.utf8)) }
+
+    /// Extended attributes, as both the layer index and the image tree store them.
+    public mutating func xattrs(_ v: [Xattr]) {
+        u32(UInt32(v.count))
+        for x in v {
+            string(x.name)
+            data(x.value)
+        }
+    }
 }
 
 public struct BinaryReader {
@@ -45,6 +54,13 @@ public struct BinaryReader {
 
     public mutating func i64() throws(Truncated) -> Int64 { Int64(bitPattern: try u64()) }
     public mutating func data() throws(Truncated) -> [UInt8] { Array(try take(Int(try u32()))) }
+
+    public mutating func xattrs() throws(Truncated) -> [Xattr] {
+        let count = try u32()
+        var result: [Xattr] = []
+        for _ in 0..<count { result.append(Xattr(name: try string(), value: try data())) }
+        return result
+    }
     public mutating func string() throws(Truncated) -> String {
         let count = Int(try u32())
         guard count >= 0, bytes.count - position >= count else { throw Truncated() }

@@ -24,11 +24,7 @@ extension LayerIndex {
             w.string(e.linkTarget)
             w.u32(e.deviceMajor)
             w.u32(e.deviceMinor)
-            w.u32(UInt32(e.xattrs.count))
-            for x in e.xattrs {
-                w.string(x.name)
-                w.data(x.value)
-            }
+            w.xattrs(e.xattrs)
         }
         return w.bytes
     }
@@ -57,10 +53,7 @@ extension LayerIndex {
                 e.linkTarget = try r.string()
                 e.deviceMajor = try r.u32()
                 e.deviceMinor = try r.u32()
-                let xattrCount = try r.u32()
-                for _ in 0..<xattrCount {
-                    e.xattrs.append(Xattr(name: try r.string(), value: try r.data()))
-                }
+                e.xattrs = try r.xattrs()
                 entries.append(e)
             }
             guard r.isAtEnd else { throw DecodingError(reason: "trailing bytes") }

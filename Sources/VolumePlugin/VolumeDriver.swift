@@ -118,14 +118,23 @@ actor VolumeDriver {
 
     private func pull(_ entry: VolumeEntry, reference: Reference) async throws -> ImageRecord {
         let service = ImageService(store: store, logger: logger)
+        let platform = try entry.platform.map { try Platform(parsing: $0) } ?? .host
+        let policy = entry.pullPolicy.flatMap(ImageService.PullPolicy.init(rawValue:)) ?? .missing
+        // A cached image needs no registry client at all.
+        if policy != .always, let cached = service.cachedImage(reference, platform: platform) { return cached }
         var options = RegistryClient.Options()
         options.tlsVerify = entry.tlsVerify ?? true
         options.registriesConf = try RegistriesConf.load(explicit: nil)
         let client = RegistryClient(options: options, logger: logger)
-        defer { Task { await client.shutdown() } }
         var puller = Puller(store: store, client: client, logger: logger)
-        if let platform = entry.platform { puller.platform = try Platform(parsing: platform) }
-        let policy = entry.pullPolicy.flatMap(ImageService.PullPolicy.init(rawValue:)) ?? .missing
-        return try await service.image(reference, platform: puller.platform, policy: policy) { puller }
+        puller.platform = platform
+        do {
+            let record = try await service.image(reference, platform: platform, policy: policy) { puller }
+            await client.shutdown()
+            return record
+        } catch {
+            await client.shutdown()
+            throw error
+        }
     }
 }

@@ -187,7 +187,7 @@ def publish(tmp_path) -> Publisher:
 def umoci() -> str:
     path = shutil.which("umoci")
     if not path:
-        pytest.skip("umoci not installed")
+        pytest.fail("umoci not installed: hack/test installs it (apt-get install umoci)")
     return path
 
 
@@ -217,7 +217,7 @@ def podman_session():
     from support import podman as pm_mod
     why = pm_mod.available()
     if why:
-        pytest.skip(why)
+        pytest.fail(f"podman cannot run containers here: {why}")
     env = clean_env()
     env.setdefault("LANG", "C.UTF-8")
     # A short path: with podman's tmp/run dirs deep under pytest's basetemp, every

@@ -81,7 +81,7 @@ def rich(menv):
 def rich_umoci(rich, menv):
     """umoci unpack of the same layer tars (gzip instead of zstd: umoci 0.4.7 lacks zstd)."""
     if not __import__("shutil").which("umoci"):
-        pytest.skip("umoci not installed")
+        pytest.fail("umoci not installed: hack/test installs it (apt-get install umoci)")
     layout = str(menv.base / "umoci-layout")
     layers = [Layer(e, c) for e, c in zip(rich.entries, ("gzip", "gzip", "none"))]
     info = oci_layout.write_image(layout, "v1", layers)
@@ -835,7 +835,7 @@ def test_unmount_refuses_foreign_mount(mounter, tmp_path):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "e2e-tmpfs", str(d)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount tmpfs: {r.stderr}")
+        pytest.fail(f"cannot mount tmpfs (the test needs root): {r.stderr}")
     try:
         res = mounter.unmount(d)
         assert_error(res, str(d))
