@@ -40,7 +40,7 @@ struct ImageSource: Sendable {
     /// if still cached; pulled (without the secret, which is not stored) only when missing.
     func restoreImage(for volume: PublishedVolume) async throws -> ImageRecord {
         if store.hasImage(volume.digest), let record = try? store.readImage(volume.digest),
-           record.layers.allSatisfy({ store.hasLayer($0.diffID) }) {
+           record.layers.allSatisfy({ store.hasLayer($0) }) {
             return record
         }
         let reference = try Reference(volume.image).withDigest(volume.digest)

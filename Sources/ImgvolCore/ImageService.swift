@@ -34,7 +34,7 @@ public struct ImageService: Sendable {
     public func cachedImage(_ reference: Reference) -> ImageRecord? {
         let digest = reference.digest.flatMap { d in store.hasImage(d) ? d : nil } ?? store.digest(for: reference)
         guard let digest, let record = try? store.readImage(digest),
-              record.layers.allSatisfy({ store.hasLayer($0.diffID) }) else { return nil }
+              record.layers.allSatisfy({ store.hasLayer($0) }) else { return nil }
         return record
     }
 
@@ -47,7 +47,7 @@ public struct ImageService: Sendable {
         guard let index = record.indexDigest else { return nil }
         for digest in store.listImages() {
             guard let sibling = try? store.readImage(digest), sibling.indexDigest == index, Self.runs(sibling, on: platform),
-                  sibling.layers.allSatisfy({ store.hasLayer($0.diffID) }) else { continue }
+                  sibling.layers.allSatisfy({ store.hasLayer($0) }) else { continue }
             return sibling
         }
         return nil
@@ -82,7 +82,7 @@ public struct ImageService: Sendable {
     public func tree(of record: ImageRecord) throws -> ImageTree {
         let cache = store.treePath(record.digest)
         if let bytes = try? FileSystem.readFile(cache), let tree = try? ImageTree(decoding: bytes) { return tree }
-        let layers = try record.layers.map { (name: $0.digest.description, index: try store.readLayerIndex($0.diffID)) }
+        let layers = try record.layers.map { (name: $0.digest.description, index: try store.index(of: $0)) }
         let tree = try ImageTree.build(layers: layers)
         do { try FileSystem.writeAtomically(tree.encoded(), to: cache, tmpDir: store.tmpDir, mode: 0o600) } catch {
             logger.info("could not cache the tree of \(record.digest): \(error)")
@@ -90,7 +90,8 @@ public struct ImageService: Sendable {
         return tree
     }
 
-    public func layerTars(of record: ImageRecord) -> [String] {
-        record.layers.map { store.layerTarPath($0.diffID) }
+    /// The files holding each layer's bytes, in layer order (the tree's layer numbers).
+    public func layerFiles(of record: ImageRecord) -> [String] {
+        record.layers.map { store.dataPath(of: $0) }
     }
 }

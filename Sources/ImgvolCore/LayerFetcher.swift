@@ -17,24 +17,40 @@ struct LayerFetcher: Sendable {
     let logger: Logger
     let progress: (any PullProgress)?
 
-    func fetch(_ layer: Descriptor, diffID: Digest, endpoints: [Endpoint], reference: Reference) async throws {
-        guard let compression = LayerCompression(layerMediaType: layer.mediaType) else {
-            throw PullError(.invalidImage, "layer \(layer.digest) of \(reference) has media type \(layer.mediaType), which is not a tar layer imgvol can unpack")
-        }
-        let lock = try await store.lock("layer-\(diffID.hex)")
-        defer { lock.release() }
-        if store.hasLayer(diffID) {
-            progress?.layerFinished(layer.digest, cached: true)
-            return
-        }
-        if !store.hasLayerTar(diffID) {
-            progress?.layerStarted(layer.digest, size: layer.size)
-            if compression == .none {
-                try await fetchUncompressed(layer, diffID: diffID, endpoints: endpoints, reference: reference)
-            } else {
-                try await fetchCompressed(layer, compression: compression, diffID: diffID, endpoints: endpoints, reference: reference)
+    /// Brings one layer in and returns its diff_id. `expected` is the image config's diff_id;
+    /// artifacts have none, so a compressed artifact tar is named by what it decompresses to.
+    func fetch(_ layer: Descriptor, content: LayerContent, expected: Digest?, endpoints: [Endpoint], reference: Reference) async throws -> Digest {
+        switch content {
+        case .file:
+            try await fetchFile(layer, endpoints: endpoints, reference: reference)
+            return layer.digest
+        case .tar(let compression):
+            let known = expected ?? (compression == .none ? layer.digest : nil)
+            let lock = try await store.lock("layer-\((known ?? layer.digest).hex)")
+            defer { lock.release() }
+            if let known, store.hasLayer(known) {
+                progress?.layerFinished(layer.digest, cached: true)
+                return known
             }
+            let diffID: Digest
+            if let known, store.hasLayerTar(known) {
+                diffID = known
+            } else {
+                progress?.layerStarted(layer.digest, size: layer.size)
+                if compression == .none {
+                    diffID = layer.digest
+                    try await fetchUncompressed(layer, diffID: known ?? layer.digest, endpoints: endpoints, reference: reference)
+                } else {
+                    diffID = try await fetchCompressed(layer, compression: compression, expected: known, endpoints: endpoints, reference: reference)
+                }
+            }
+            if !store.hasLayer(diffID) { try index(layer, diffID: diffID) }
+            progress?.layerFinished(layer.digest, cached: false)
+            return diffID
         }
+    }
+
+    private func index(_ layer: Descriptor, diffID: Digest) throws {
         let indexing = ContinuousClock.now
         let index: LayerIndex
         do {
@@ -46,6 +62,20 @@ struct LayerFetcher: Sendable {
         }
         try store.commitLayerIndex(index, diffID: diffID)
         logger.debug("\(layer.digest): indexed \(index.entries.count) entries in \(ContinuousClock.now - indexing)")
+    }
+
+    /// A raw artifact file: the verified blob is the file, renamed into `blobs/`.
+    private func fetchFile(_ layer: Descriptor, endpoints: [Endpoint], reference: Reference) async throws {
+        let lock = try await store.lock("blob-\(layer.digest.hex)")
+        defer { lock.release() }
+        if store.hasBlob(layer.digest) {
+            progress?.layerFinished(layer.digest, cached: true)
+            return
+        }
+        progress?.layerStarted(layer.digest, size: layer.size)
+        let partial = try await download(layer, direct: true, endpoints: endpoints, reference: reference)
+        try partial.handle.sync()
+        try store.commitBlob(from: partial.path, digest: layer.digest)
         progress?.layerFinished(layer.digest, cached: false)
     }
 
@@ -57,9 +87,9 @@ struct LayerFetcher: Sendable {
         return try PartialBlob(path: partialPath(digest), direct: direct) { bytes in progress?.layerProgress(digest, bytes: bytes) }
     }
 
-    /// The blob is the layer tar: verified, it is renamed into place. No copy.
-    private func fetchUncompressed(_ layer: Descriptor, diffID: Digest, endpoints: [Endpoint], reference: Reference) async throws {
-        let partial = try openPartial(layer, direct: true)
+    /// Downloads a blob that needs no decompression into its partial file, verified.
+    private func download(_ layer: Descriptor, direct: Bool, endpoints: [Endpoint], reference: Reference) async throws -> PartialBlob {
+        let partial = try openPartial(layer, direct: direct)
         do {
             try await client.download(layer, from: endpoints, reference: reference, into: partial)
             try partial.end()
@@ -71,6 +101,12 @@ struct LayerFetcher: Sendable {
             try? partial.flush()
             throw error
         }
+        return partial
+    }
+
+    /// The blob is the layer tar: verified, it is renamed into place. No copy.
+    private func fetchUncompressed(_ layer: Descriptor, diffID: Digest, endpoints: [Endpoint], reference: Reference) async throws {
+        let partial = try await download(layer, direct: true, endpoints: endpoints, reference: reference)
         guard layer.digest == diffID else {
             try? FileSystem.remove(partial.path)
             throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) is uncompressed, but the image config lists diff_id \(diffID) for it; the image is inconsistent")
@@ -79,10 +115,10 @@ struct LayerFetcher: Sendable {
         try store.commitLayerTar(from: partial.path, diffID: diffID)
     }
 
-    private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, diffID: Digest,
-                                 endpoints: [Endpoint], reference: Reference) async throws {
+    private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, expected: Digest?,
+                                 endpoints: [Endpoint], reference: Reference) async throws -> Digest {
         let partial = try openPartial(layer, direct: false)
-        let output = "\(store.tmpDir)/\(diffID.hex).\(getpid()).untar"
+        let output = "\(store.tmpDir)/\(layer.digest.hex).\(getpid()).untar"
         defer { try? FileSystem.remove(output) }
         let name = layer.digest.description
 
@@ -114,12 +150,13 @@ struct LayerFetcher: Sendable {
             throw error
         }
         logger.debug("\(layer.digest): decompressed and synced in \(ContinuousClock.now - started)")
-        guard actual == diffID else {
+        if let expected, actual != expected {
             try? FileSystem.remove(partial.path)
-            throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) uncompresses to \(actual), but the image config says diff_id \(diffID); the image is inconsistent, nothing was stored")
+            throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) uncompresses to \(actual), but the image config says diff_id \(expected); the image is inconsistent, nothing was stored")
         }
-        try store.commitLayerTar(from: output, diffID: diffID)
+        if !store.hasLayerTar(actual) { try store.commitLayerTar(from: output, diffID: actual) }
         try? FileSystem.remove(partial.path)
+        return actual
     }
 
     /// Decompresses into `output` (fsynced), returning the uncompressed digest.

@@ -68,7 +68,7 @@ public struct MountServer {
         let entry = MountRecord(mountpoint: mountpoint, reference: reference, digest: record.digest, pid: getpid(),
                                 subpath: subpath, started: ISO8601DateFormatter().string(from: Date()))
         let logger = self.logger
-        let filesystem = try FuseFilesystem(tree: tree, layerTars: service.layerTars(of: record), subpathRoot: root) {
+        let filesystem = try FuseFilesystem(tree: tree, layerTars: service.layerFiles(of: record), subpathRoot: root) {
             do { try table.write(entry) } catch { logger.error("cannot record the mount: \(error)") }
             logger.notice("serving \(reference) (\(record.digest)) at \(mountpoint)")
         }

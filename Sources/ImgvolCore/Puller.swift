@@ -47,7 +47,7 @@ public struct Puller: Sendable {
         logger.debug("resolved \(reference) to \(fetched.digest)")
 
         if store.hasImage(fetched.digest), let record = try? store.readImage(fetched.digest),
-           record.layers.allSatisfy({ store.hasLayer($0.diffID) }) {
+           record.layers.allSatisfy({ store.hasLayer($0) }) {
             for layer in record.layers { progress?.layerFinished(layer.digest, cached: true) }
             try await store.setReference(reference, to: record.digest)
             return record
@@ -55,28 +55,68 @@ public struct Puller: Sendable {
 
         let endpoints = [fetched.endpoint] + (try client.endpoints(for: reference)).filter { $0 != fetched.endpoint }
         let configBytes = try await config(manifest.config, endpoints: endpoints, reference: reference)
-        let config = try JSONCoding.decode(ImageConfig.self, from: configBytes, what: "image config of \(reference)")
-        let diffIDs = config.rootfs?.diffIDs ?? []
-        guard diffIDs.count == manifest.layers.count else {
-            throw PullError(.invalidImage, "image \(reference) lists \(manifest.layers.count) layers but its config has \(diffIDs.count) diff_ids; the image is inconsistent")
-        }
-
-        try await fetchLayers(Array(zip(manifest.layers, diffIDs)), endpoints: endpoints, reference: reference)
+        let plan = try Self.plan(manifest, configBytes: configBytes, reference: reference)
+        let diffIDs = try await fetchLayers(plan, endpoints: endpoints, reference: reference)
 
         try store.writeBlob(fetched.bytes, digest: fetched.digest)
         if let indexBytes, let indexDigest { try store.writeBlob(indexBytes, digest: indexDigest) }
         let record = ImageRecord(
             digest: fetched.digest, manifestMediaType: fetched.mediaType, indexDigest: indexDigest,
             configDigest: manifest.config.digest,
-            layers: zip(manifest.layers, diffIDs).map { ImageRecord.Layer(digest: $0.digest, mediaType: $0.mediaType, size: $0.size, diffID: $1) },
-            platform: [config.os, config.architecture, config.variant].compactMap { $0 }.joined(separator: "/"),
-            created: config.created, pulledAt: ISO8601DateFormatter().string(from: Date()))
+            layers: zip(plan.layers, diffIDs).map { job, diffID in
+                ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
+                                  diffID: diffID, file: job.file)
+            },
+            platform: plan.platform, created: plan.created, pulledAt: ISO8601DateFormatter().string(from: Date()))
         // Merging the layers here refuses an image whose layers do not stack safely (a write
         // through a symlink) before it is recorded, and caches the tree for the first mount.
         _ = try ImageService(store: store, logger: logger).tree(of: record)
         try store.writeImage(record)
         try await store.setReference(reference, to: record.digest)
         return record
+    }
+
+    /// One layer to bring in: what it becomes and, for an image, the diff_id its config promises.
+    struct LayerJob: Sendable {
+        var descriptor: Descriptor
+        var content: LayerContent
+        var expectedDiffID: Digest?
+        var file: ArtifactFile? {
+            if case .file(let file) = content { return file }
+            return nil
+        }
+    }
+
+    struct Plan: Sendable {
+        var layers: [LayerJob]
+        var platform: String?
+        var created: String?
+    }
+
+    /// An image's layers are tars checked against its config's diff_ids; an artifact's are
+    /// laid out by `ArtifactLayout`.
+    static func plan(_ manifest: Manifest, configBytes: [UInt8], reference: Reference) throws -> Plan {
+        if ArtifactLayout.isImage(manifest) {
+            let config = try JSONCoding.decode(ImageConfig.self, from: configBytes, what: "image config of \(reference)")
+            let diffIDs = config.rootfs?.diffIDs ?? []
+            guard diffIDs.count == manifest.layers.count else {
+                throw PullError(.invalidImage, "image \(reference) lists \(manifest.layers.count) layers but its config has \(diffIDs.count) diff_ids; the image is inconsistent")
+            }
+            let layers = zip(manifest.layers, diffIDs).map { layer, diffID in
+                LayerJob(descriptor: layer, content: .tar(LayerCompression(layerMediaType: layer.mediaType) ?? .none), expectedDiffID: diffID)
+            }
+            return Plan(layers: layers,
+                        platform: [config.os, config.architecture, config.variant].compactMap { $0 }.joined(separator: "/"),
+                        created: config.created)
+        }
+        let contents: [LayerContent]
+        do { contents = try ArtifactLayout.plan(manifest) } catch {
+            throw PullError(.invalidImage, "\(reference): \(error)")
+        }
+        let created = manifest.annotations?[ArtifactLayout.createdAnnotation]
+            ?? (try? JSONCoding.decode(ImageConfig.self, from: configBytes, what: "config"))?.created
+        return Plan(layers: zip(manifest.layers, contents).map { LayerJob(descriptor: $0, content: $1, expectedDiffID: nil) },
+                    platform: nil, created: created)
     }
 
     /// The config from the store, or fetched once even when several pulls race for it.
@@ -90,20 +130,36 @@ public struct Puller: Sendable {
         return bytes
     }
 
-    private func fetchLayers(_ layers: [(Descriptor, Digest)], endpoints: [Endpoint], reference: Reference) async throws {
+    /// Fetches every layer, a few at once, and returns their diff_ids in manifest order. A
+    /// layer listed twice is fetched once.
+    private func fetchLayers(_ plan: Plan, endpoints: [Endpoint], reference: Reference) async throws -> [Digest] {
         var seen = Set<Digest>()
-        let unique = layers.filter { seen.insert($0.1).inserted }
+        let unique = plan.layers.filter { seen.insert($0.descriptor.digest).inserted }
         let fetcher = LayerFetcher(store: store, client: client, logger: logger, progress: progress)
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        var diffIDs: [Digest: Digest] = [:]
+        try await withThrowingTaskGroup(of: (Digest, Digest).self) { group in
             var next = 0
             func startNext() {
                 guard next < unique.count else { return }
-                let (layer, diffID) = unique[next]
+                let job = unique[next]
                 next += 1
-                group.addTask { try await fetcher.fetch(layer, diffID: diffID, endpoints: endpoints, reference: reference) }
+                group.addTask {
+                    let diffID = try await fetcher.fetch(job.descriptor, content: job.content, expected: job.expectedDiffID,
+                                                         endpoints: endpoints, reference: reference)
+                    return (job.descriptor.digest, diffID)
+                }
             }
             for _ in 0..<max(1, parallelLayers) { startNext() }
-            while try await group.next() != nil { startNext() }
+            while let (digest, diffID) = try await group.next() {
+                diffIDs[digest] = diffID
+                startNext()
+            }
+        }
+        return try plan.layers.map { job in
+            guard let diffID = diffIDs[job.descriptor.digest] else {
+                throw PullError(.invalidImage, "layer \(job.descriptor.digest) of \(reference) was not fetched")
+            }
+            return diffID
         }
     }
 }

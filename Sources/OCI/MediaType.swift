@@ -25,6 +25,11 @@ public enum MediaType {
     public static func isIndex(_ type: String) -> Bool { type == ociIndex || type == dockerManifestList }
     public static func isManifest(_ type: String) -> Bool { type == ociManifest || type == dockerManifest }
     public static func isSchema1(_ type: String) -> Bool { type == dockerSchema1 || type == dockerSchema1Signed }
+
+    /// The type without parameters (`application/vnd.ollama.image.template; name=x`).
+    public static func base(_ type: String) -> String {
+        String(type.split(separator: ";", maxSplits: 1).first ?? "").trimmingSpaces
+    }
 }
 
 /// How a layer's bytes are compressed, decided by its media type.

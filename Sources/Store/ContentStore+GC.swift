@@ -21,7 +21,7 @@ extension ContentStore {
         for digest in listImages() {
             if live.contains(digest), let record = try? readImage(digest) {
                 liveBlobs.formUnion(record.blobs)
-                liveLayers.formUnion(record.layers.map(\.diffID))
+                liveLayers.formUnion(record.tarLayers.map(\.diffID))
             } else {
                 report.freedBytes += remove(imagePath(digest)) + remove(treePath(digest))
                 report.removedImages.append(digest)

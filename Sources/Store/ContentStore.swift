@@ -96,6 +96,30 @@ public final class ContentStore: Sendable {
 
     public func hasLayerTar(_ diffID: Digest) -> Bool { FileSystem.exists(layerTarPath(diffID)) }
 
+    /// The file that holds a layer's bytes: its tar, or for a raw artifact file the blob.
+    public func dataPath(of layer: ImageRecord.Layer) -> String {
+        layer.file == nil ? layerTarPath(layer.diffID) : blobPath(layer.digest)
+    }
+
+    public func hasLayer(_ layer: ImageRecord.Layer) -> Bool {
+        layer.file == nil ? hasLayer(layer.diffID) : hasBlob(layer.digest)
+    }
+
+    /// The entries a layer adds to the tree; a raw file's single entry comes from its record.
+    public func index(of layer: ImageRecord.Layer) throws(StoreError) -> LayerIndex {
+        guard let file = layer.file else { return try readLayerIndex(layer.diffID) }
+        return LayerIndex(entries: [LayerEntry(path: file.path, kind: .regular, mode: file.mode, uid: file.uid, gid: file.gid,
+                                               mtimeSeconds: file.mtimeSeconds, size: layer.size, dataOffset: 0)])
+    }
+
+    /// Moves a verified, fsynced blob file into place (a raw artifact layer: no copy).
+    public func commitBlob(from tmpPath: String, digest: Digest) throws(StoreError) {
+        do {
+            try FileSystem.rename(tmpPath, blobPath(digest))
+            FileSystem.syncDirectory(blobsDir)
+        } catch { throw .io(error) }
+    }
+
     public func readLayerIndex(_ diffID: Digest) throws(StoreError) -> LayerIndex {
         do {
             return try LayerIndex(decoding: try FileSystem.readFile(layerIndexPath(diffID)))
@@ -156,7 +180,7 @@ public final class ContentStore: Sendable {
     /// for each).
     public func diskUsage(of record: ImageRecord) -> Int64 {
         var total = record.blobs.reduce(0) { $0 + FileSystem.diskUsage(blobPath($1)) }
-        for diffID in Set(record.layers.map(\.diffID)) {
+        for diffID in Set(record.tarLayers.map(\.diffID)) {
             total += FileSystem.diskUsage(layerTarPath(diffID)) + FileSystem.diskUsage(layerIndexPath(diffID))
         }
         return total

@@ -8,14 +8,19 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         public var digest: Digest
         public var mediaType: String
         public var size: Int64
-        /// sha256 of the uncompressed tar; names the stored layer.
+        /// sha256 of the uncompressed tar; names the stored layer. For a raw file, the blob's
+        /// own digest.
         public var diffID: Digest
+        /// Set for an artifact layer that is one raw file (served from the blob itself);
+        /// nil for a tar layer.
+        public var file: ArtifactFile?
 
-        public init(digest: Digest, mediaType: String, size: Int64, diffID: Digest) {
+        public init(digest: Digest, mediaType: String, size: Int64, diffID: Digest, file: ArtifactFile? = nil) {
             self.digest = digest
             self.mediaType = mediaType
             self.size = size
             self.diffID = diffID
+            self.file = file
         }
     }
 
@@ -42,6 +47,11 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         self.pulledAt = pulledAt
     }
 
-    /// Blobs this image keeps (manifest, index, config).
-    public var blobs: [Digest] { [digest, configDigest] + (indexDigest.map { [$0] } ?? []) }
+    /// Blobs this image keeps (manifest, index, config, raw file layers).
+    public var blobs: [Digest] {
+        [digest, configDigest] + (indexDigest.map { [$0] } ?? []) + layers.filter { $0.file != nil }.map(\.digest)
+    }
+
+    /// Tar layers, which live under `layers/` by diff_id.
+    public var tarLayers: [Layer] { layers.filter { $0.file == nil } }
 }
