@@ -74,7 +74,7 @@ public struct CSIError: Error, CustomStringConvertible, Sendable, Equatable {
         case .blocked: .failedPrecondition
         case .network, .badResponse: .unavailable
         case .digestMismatch, .sizeMismatch: .dataLoss
-        case .unsupported: .failedPrecondition
+        case .unsupported, .rangeUnsupported: .failedPrecondition
         case .invalidConfiguration: .failedPrecondition
         }
     }

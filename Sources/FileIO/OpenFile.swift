@@ -52,6 +52,15 @@ public final class OpenFile: @unchecked Sendable {
         try bytes.withUnsafeBytes { b in Result { () throws(SystemError) in try writeAll(b) } }.get()
     }
 
+    /// Writes all of `buffer` at `offset` (pwrite), leaving the file position alone.
+    public func writeAll(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws(SystemError) {
+        guard let base = buffer.baseAddress else { return }
+        var done = 0
+        while done < buffer.count {
+            done += try retryingEINTR("pwrite", path) { pwrite(fd, base + done, buffer.count - done, off_t(offset) + off_t(done)) }
+        }
+    }
+
     /// Reads up to `buffer.count` bytes at `offset`; fewer only at end of file.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(SystemError) -> Int {
         guard let base = buffer.baseAddress else { return 0 }

@@ -15,6 +15,9 @@ public final class FuseFilesystem: Sendable {
     let rootIndex: UInt32
     let layerFDs: [Int32]
     let files: [OpenFile]
+    /// For a lazy mount, per layer: what a read waits on until its bytes have arrived (nil
+    /// for layers already in the store).
+    let gates: [(any LayerGate)?]
     /// Content never changes: the kernel may cache names, attributes and pages for as long as
     /// it likes.
     let timeout: Double = 86400 * 365
@@ -22,13 +25,19 @@ public final class FuseFilesystem: Sendable {
     /// Called once the kernel has completed the FUSE handshake: the mount now answers.
     let onInit: @Sendable () -> Void
 
-    public init(tree: ImageTree, layerTars: [String], subpathRoot: UInt32 = ImageTree.rootIndex,
+    public init(tree: ImageTree, layerFiles: [String], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
                 onInit: @escaping @Sendable () -> Void = {}) throws {
         self.onInit = onInit
         self.tree = tree
         self.rootIndex = subpathRoot
-        self.files = try layerTars.map { try OpenFile.openRead($0) }
+        self.files = try layerFiles.map { try OpenFile.openRead($0) }
         self.layerFDs = files.map(\.fd)
+        self.gates = gates
+    }
+
+    /// The gate of layer `number`, if it is still arriving.
+    func gate(_ number: Int32) -> (any LayerGate)? {
+        Int(number) < gates.count ? gates[Int(number)] : nil
     }
 
     func index(_ ino: fuse_ino_t) -> UInt32? {
@@ -88,4 +97,11 @@ public final class FuseFilesystem: Sendable {
     func parent(of index: UInt32) -> UInt32 {
         index == rootIndex ? rootIndex : (tree.inode(index)?.parent ?? rootIndex)
     }
+}
+
+/// A layer whose bytes are still arriving (a lazy mount): reads wait for their range.
+public protocol LayerGate: Sendable {
+    /// Blocks until `[offset, offset + length)` can be read; false when it never will (the
+    /// blob failed its digest check or could not be fetched): the read fails with EIO.
+    func waitFor(offset: Int64, length: Int) -> Bool
 }

@@ -113,6 +113,10 @@ enum FuseOperations {
         guard start < node.size, size > 0 else { fuse_reply_buf(req, nil, 0); return }
         guard node.layer >= 0, Int(node.layer) < fs.layerFDs.count else { fuse_reply_err(req, EIO); return }
         let length = Int(min(Int64(size), node.size - start))
+        if let gate = fs.gate(node.layer), !gate.waitFor(offset: node.dataOffset + start, length: length) {
+            fuse_reply_err(req, EIO)
+            return
+        }
         imgvol_reply_fd(req, fs.layerFDs[Int(node.layer)], off_t(node.dataOffset + start), length)
     }
 

@@ -68,6 +68,14 @@ public final class FuseSession {
         return imgvol_session_loop_mt(session, 0, threads)
     }
 
+    /// Drops the kernel's cached pages of every file stored in layer `number`, so that reads
+    /// come back to the server (which refuses them once that layer failed verification).
+    public func invalidate(layer number: Int32) {
+        for (index, node) in filesystem.tree.inodes.enumerated() where node.kind == .regular && node.layer == number {
+            _ = fuse_lowlevel_notify_inval_inode(session, filesystem.ino(UInt32(index)), 0, 0)
+        }
+    }
+
     public func unmount() {
         if mounted { fuse_session_unmount(session); mounted = false }
     }

@@ -18,18 +18,18 @@ public struct Unpacker {
 
     public let tree: ImageTree
     /// One uncompressed tar per layer, in the order the tree's `layer` numbers use.
-    public let layerTars: [String]
+    public let layerFiles: [String]
     /// Skipped entry kinds are reported here (devices, sockets).
     public var onSkip: (String, EntryKind) -> Void = { _, _ in }
 
-    public init(tree: ImageTree, layerTars: [String]) {
+    public init(tree: ImageTree, layerFiles: [String]) {
         self.tree = tree
-        self.layerTars = layerTars
+        self.layerFiles = layerFiles
     }
 
     public func unpack(into target: String) throws {
         try prepare(target)
-        let sources = try layerTars.map { try OpenFile.openRead($0) }
+        let sources = try layerFiles.map { try OpenFile.openRead($0) }
         let rootFD = try retryingEINTR("open", target) { open(target, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         defer { close(rootFD) }
         var firstPath: [UInt32: String] = [:]

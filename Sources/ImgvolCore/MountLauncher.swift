@@ -20,13 +20,32 @@ public struct MountLauncher: Sendable {
         self.logLevel = logLevel
     }
 
-    /// Returns once the kernel handshake is done and the mount answers.
-    public func launch(reference: Reference, digest: Digest, mountpoint: String, subpath: String?) async throws -> MountRecord {
+    /// How a lazy server reaches the registry: the pull flags to pass on, and credentials,
+    /// which go through a pipe, never the command line.
+    public struct LazySource: Sendable {
+        public var pullArguments: [String]
+        public var credentials: String?
+
+        public init(pullArguments: [String], credentials: String?) {
+            self.pullArguments = pullArguments
+            self.credentials = credentials
+        }
+    }
+
+    /// Returns once the kernel handshake is done and the mount answers. With `lazy`, the server
+    /// resolves the reference itself and serves while the blobs arrive (`digest` is unused).
+    public func launch(reference: Reference, digest: Digest?, mountpoint: String, subpath: String?,
+                       lazy: LazySource? = nil) async throws -> MountRecord {
         let table = MountTable(store: store)
         let logPath = table.logPath(mountpoint)
         var arguments = ["__serve", "--root", store.root, "--log-level", logLevel,
-                         "--digest", digest.description, "--reference", reference.description, "--mountpoint", mountpoint]
+                         "--reference", reference.description, "--mountpoint", mountpoint]
         if let subpath { arguments += ["--subpath", subpath] }
+        if let lazy {
+            arguments += ["--lazy"] + lazy.pullArguments + (lazy.credentials != nil ? ["--creds-from-stdin"] : [])
+        } else if let digest {
+            arguments += ["--digest", digest.description]
+        }
         FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
         guard let log = FileHandle(forWritingAtPath: logPath) else {
             throw MountServer.Failure("cannot write the mount log \(logPath)")
@@ -34,12 +53,18 @@ public struct MountLauncher: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
+        let input = lazy?.credentials != nil ? Pipe() : nil
+        process.standardInput = input ?? FileHandle.nullDevice
         process.standardOutput = log
         process.standardError = log
         try process.run()
         try? log.close()
-        let deadline = Date().addingTimeInterval(60)
+        if let input, let credentials = lazy?.credentials {
+            try? input.fileHandleForWriting.write(contentsOf: Array((credentials + "\n").utf8))
+            try? input.fileHandleForWriting.close()
+        }
+        // A lazy server may first pull compressed layers in full.
+        let deadline = Date().addingTimeInterval(lazy == nil ? 60 : 3600)
         while Date() < deadline {
             if let record = table.record(for: mountpoint), record.pid == process.processIdentifier { return record }
             if !process.isRunning {
@@ -50,7 +75,7 @@ public struct MountLauncher: Sendable {
             try await Task.sleep(nanoseconds: 2_000_000)
         }
         process.terminate()
-        throw MountServer.Failure("mounting \(reference) at \(mountpoint) did not complete in 60 s; see \(logPath)")
+        throw MountServer.Failure("mounting \(reference) at \(mountpoint) did not complete in time; see \(logPath)")
     }
 
     /// Unmounts (lazily with `force`), then stops the server if it is still there. Works when

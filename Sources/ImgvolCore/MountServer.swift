@@ -10,7 +10,7 @@ import Glibc
 #endif
 
 /// Mounts one cached image and serves it until unmounted or signalled.
-public struct MountServer {
+public struct MountServer: Sendable {
     public struct Failure: Error, CustomStringConvertible {
         public let message: String
         public init(_ message: String) { self.message = message }
@@ -56,26 +56,87 @@ public struct MountServer {
         }
     }
 
+    /// What one mount serves: the tree, the files holding each layer's bytes, and for a lazy
+    /// mount the gates reads wait on.
+    public struct Content: Sendable {
+        public var digest: Digest
+        public var tree: ImageTree
+        public var layerFiles: [String]
+        public var gates: [(any LayerGate)?] = []
+
+        public init(digest: Digest, tree: ImageTree, layerFiles: [String], gates: [(any LayerGate)?] = []) {
+            self.digest = digest
+            self.tree = tree
+            self.layerFiles = layerFiles
+            self.gates = gates
+        }
+    }
+
     /// Mounts, records, serves; returns after a clean unmount.
-    /// The mount record is written when the kernel's handshake completes, so whoever waits
-    /// for it knows the mount answers.
     public func serve(record: ImageRecord, reference: String, mountpoint: String, subpath: String?) throws {
         let started = ContinuousClock.now
         let tree = try service.tree(of: record)
         logger.debug("tree of \(reference): \(tree.inodes.count) inodes in \(ContinuousClock.now - started)")
-        let root = try Self.subpathRoot(subpath, in: tree, reference: reference)
+        try serve(Content(digest: record.digest, tree: tree, layerFiles: service.layerFiles(of: record)),
+                  reference: reference, mountpoint: mountpoint, subpath: subpath)
+    }
+
+    /// The mount record is written when the kernel's handshake completes, so whoever waits
+    /// for it knows the mount answers. `onSession` gets the session before it serves (a lazy
+    /// mount invalidates pages through it).
+    public func serve(_ content: Content, reference: String, mountpoint: String, subpath: String?,
+                      onSession: (FuseSession) -> Void = { _ in }) throws {
+        let root = try Self.subpathRoot(subpath, in: content.tree, reference: reference)
         let table = MountTable(store: service.store)
-        let entry = MountRecord(mountpoint: mountpoint, reference: reference, digest: record.digest, pid: getpid(),
+        let entry = MountRecord(mountpoint: mountpoint, reference: reference, digest: content.digest, pid: getpid(),
                                 subpath: subpath, started: ISO8601DateFormatter().string(from: Date()))
         let logger = self.logger
-        let filesystem = try FuseFilesystem(tree: tree, layerTars: service.layerFiles(of: record), subpathRoot: root) {
+        let digest = content.digest
+        let filesystem = try FuseFilesystem(tree: content.tree, layerFiles: content.layerFiles, gates: content.gates, subpathRoot: root) {
             do { try table.write(entry) } catch { logger.error("cannot record the mount: \(error)") }
-            logger.notice("serving \(reference) (\(record.digest)) at \(mountpoint)")
+            logger.notice("serving \(reference) (\(digest)) at \(mountpoint)")
         }
         let session = try FuseSession(filesystem: filesystem, mountpoint: mountpoint, source: "imgvol:\(reference)")
+        onSession(session)
         let status = session.serve()
         session.unmount()
         table.remove(mountpoint)
         logger.notice("unmounted \(mountpoint) (loop ended with \(status))")
+    }
+
+    /// Serves a lazy pull: the FUSE loop on its own thread while the blobs arrive; a blob that
+    /// fails verification has its files' cached pages dropped so that reads reach the server
+    /// and fail. Returns when unmounted; what had not arrived by then is deleted.
+    public func serve(_ lazy: LazyPull, reference: String, mountpoint: String, subpath: String?) async throws {
+        let sessions = SessionSlot()
+        let serving = LayerFetcher.onThread { [self] in
+            try serve(lazy.content, reference: reference, mountpoint: mountpoint, subpath: subpath) { sessions.set($0) }
+        }
+        let completion = Task { await lazy.complete { layer in sessions.invalidate(layer: layer) } }
+        do { try await serving.value } catch {
+            lazy.abandon()
+            _ = await completion.value
+            throw error
+        }
+        lazy.abandon()
+        completion.cancel()
+    }
+}
+
+/// The session a lazy mount's background work reaches the kernel through, once it exists.
+private final class SessionSlot: @unchecked Sendable {
+    private let lock = NSLock()
+    private var session: FuseSession?
+
+    func set(_ session: FuseSession) {
+        lock.lock()
+        self.session = session
+        lock.unlock()
+    }
+
+    func invalidate(layer: Int32) {
+        lock.lock()
+        defer { lock.unlock() }
+        session?.invalidate(layer: layer)
     }
 }

@@ -29,22 +29,11 @@ public struct Puller: Sendable {
         let gc = try await store.gcLock(exclusive: false)
         defer { gc.release() }
 
-        var fetched = try await client.fetchManifest(reference)
-        var indexDigest: Digest?
-        var indexBytes: [UInt8]?
-        if case .index(let index) = fetched.document {
-            guard let chosen = index.manifest(for: platform) else {
-                let offered = index.platforms.map(\.description).joined(separator: ", ")
-                throw PullError(.noMatchingPlatform, "image \(reference) has no manifest for \(platform) (it offers: \(offered.isEmpty ? "none" : offered)); choose one with --platform")
-            }
-            indexDigest = fetched.digest
-            indexBytes = fetched.bytes
-            fetched = try await client.fetchManifest(reference, digest: chosen.digest)
-        }
-        guard case .image(let manifest) = fetched.document else {
-            throw PullError(.invalidImage, "\(reference): an index points at another index; nested indexes are not supported")
-        }
-        logger.debug("resolved \(reference) to \(fetched.digest)")
+        let resolved = try await resolve(reference)
+        let fetched = resolved.fetched
+        let manifest = resolved.manifest
+        let indexDigest = resolved.indexDigest
+        let indexBytes = resolved.indexBytes
 
         if store.hasImage(fetched.digest), let record = try? store.readImage(fetched.digest),
            record.layers.allSatisfy({ store.hasLayer($0) }) {
@@ -74,6 +63,35 @@ public struct Puller: Sendable {
         try store.writeImage(record)
         try await store.setReference(reference, to: record.digest)
         return record
+    }
+
+    /// A reference resolved to one image manifest for this platform.
+    struct Resolved: Sendable {
+        var fetched: FetchedManifest
+        var manifest: Manifest
+        var indexDigest: Digest?
+        var indexBytes: [UInt8]?
+    }
+
+    /// Fetches the manifest, going through an index to this platform's entry.
+    func resolve(_ reference: Reference) async throws -> Resolved {
+        var fetched = try await client.fetchManifest(reference)
+        var indexDigest: Digest?
+        var indexBytes: [UInt8]?
+        if case .index(let index) = fetched.document {
+            guard let chosen = index.manifest(for: platform) else {
+                let offered = index.platforms.map(\.description).joined(separator: ", ")
+                throw PullError(.noMatchingPlatform, "image \(reference) has no manifest for \(platform) (it offers: \(offered.isEmpty ? "none" : offered)); choose one with --platform")
+            }
+            indexDigest = fetched.digest
+            indexBytes = fetched.bytes
+            fetched = try await client.fetchManifest(reference, digest: chosen.digest)
+        }
+        guard case .image(let manifest) = fetched.document else {
+            throw PullError(.invalidImage, "\(reference): an index points at another index; nested indexes are not supported")
+        }
+        logger.debug("resolved \(reference) to \(fetched.digest)")
+        return Resolved(fetched: fetched, manifest: manifest, indexDigest: indexDigest, indexBytes: indexBytes)
     }
 
     /// One layer to bring in: what it becomes and, for an image, the diff_id its config promises.
@@ -120,7 +138,7 @@ public struct Puller: Sendable {
     }
 
     /// The config from the store, or fetched once even when several pulls race for it.
-    private func config(_ descriptor: Descriptor, endpoints: [Endpoint], reference: Reference) async throws -> [UInt8] {
+    func config(_ descriptor: Descriptor, endpoints: [Endpoint], reference: Reference) async throws -> [UInt8] {
         if let bytes = try? store.readBlob(descriptor.digest) { return bytes }
         let lock = try await store.lock("blob-\(descriptor.digest.hex)")
         defer { lock.release() }

@@ -11,22 +11,40 @@ import Glibc
 public enum LayerIndexer {
     public static func index(tarPath: String, layer: String) throws(LayerError) -> LayerIndex {
         let handle: OpenFile
-        do { handle = try OpenFile.openRead(tarPath) } catch {
+        let size: Int64
+        do {
+            handle = try OpenFile.openRead(tarPath)
+            size = try handle.size()
+        } catch {
             throw LayerError(.io, layer: layer, error.description)
         }
+        return try index(source: handle, size: size, layer: layer)
+    }
+
+    /// Indexes a tar read through `source`, which may block until bytes are there (a lazy
+    /// mount reading the blob over HTTP): only headers are read; file contents are skipped.
+    public static func index(source: any PositionalSource, size: Int64, layer: String) throws(LayerError) -> LayerIndex {
         let reader = try ArchiveReader(layer: layer)
         let a = reader.handle
         try reader.check(archive_read_support_format_tar(a), "tar support")
         try reader.check(archive_read_support_format_gnutar(a), "gnutar support")
         try reader.check(archive_read_support_format_empty(a), "empty support")
-        try reader.check(archive_read_open_fd(a, handle.fd, 1 << 16), "opening")
+        let box = PositionalBox(source: source, size: size)
+        let context = Unmanaged.passUnretained(box).toOpaque()
+        try reader.check(archive_read_set_read_callback(a, positionalRead), "read callback")
+        try reader.check(archive_read_set_skip_callback(a, positionalSkip), "skip callback")
+        try reader.check(archive_read_set_callback_data(a, context), "callback data")
+        let opened = archive_read_open1(a)
+        if let error = box.error { throw LayerError(.io, layer: layer, "\(error)") }
+        try reader.check(opened, "opening")
 
         var entries: [LayerEntry] = []
         var entry: OpaquePointer?
         while true {
             let status = archive_read_next_header(a, &entry)
+            if let error = box.error { throw LayerError(.io, layer: layer, "\(error)") }
             if status == ARCHIVE_EOF { break }
-            if status == ARCHIVE_FATAL, endsAfterLastFile(entries, tar: handle) {
+            if status == ARCHIVE_FATAL, endsAfterLastFile(entries, source: source, size: size) {
                 // Some writers (umoci 0.4 `insert`) omit the last file's padding and the
                 // end-of-archive blocks; every byte of every file is there, and podman accepts
                 // such layers, so imgvol does too.
@@ -38,18 +56,18 @@ public enum LayerIndexer {
                 entries.append(parsed)
             }
         }
-        withExtendedLifetime(handle) {}
+        withExtendedLifetime(box) {}
         return LayerIndex(entries: entries)
     }
 
     /// True when the tar ends inside the padding after the last file's content: nothing but
     /// zero padding and the end-of-archive marker are missing.
-    static func endsAfterLastFile(_ entries: [LayerEntry], tar: OpenFile) -> Bool {
-        guard let last = entries.last, last.kind == .regular, let size = try? tar.size() else { return false }
+    static func endsAfterLastFile(_ entries: [LayerEntry], source: any PositionalSource, size: Int64) -> Bool {
+        guard let last = entries.last, last.kind == .regular else { return false }
         let end = last.dataOffset + last.size
         guard size >= end, size - end < 512 else { return false }
         var tail = [UInt8](repeating: 0, count: Int(size - end))
-        let read = tail.withUnsafeMutableBytes { b in Result { () throws(SystemError) in try tar.read(into: b, at: end) } }
+        let read = tail.withUnsafeMutableBytes { b in Result { try source.read(into: b, at: end) } }
         guard case .success(let n) = read else { return false }
         return n == tail.count && tail.allSatisfy { $0 == 0 }
     }
@@ -154,4 +172,55 @@ enum FileType {
     static let charDevice: UInt32 = 0o020000
     static let blockDevice: UInt32 = 0o060000
     static let socket: UInt32 = 0o140000
+}
+
+/// Bytes at any offset: a finished layer file, or a blob still arriving.
+public protocol PositionalSource: AnyObject {
+    /// Fills up to `buffer.count` bytes at `offset`; fewer only at the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int
+}
+
+extension OpenFile: PositionalSource {}
+
+/// libarchive's view of a `PositionalSource`: a cursor, a buffer, and the first error.
+private final class PositionalBox {
+    let source: any PositionalSource
+    let size: Int64
+    let buffer: UnsafeMutableRawBufferPointer
+    var position: Int64 = 0
+    var error: (any Error)?
+
+    init(source: any PositionalSource, size: Int64) {
+        self.source = source
+        self.size = size
+        buffer = .allocate(byteCount: 1 << 16, alignment: 64)
+    }
+
+    deinit { buffer.deallocate() }
+}
+
+private func positionalRead(_ archive: OpaquePointer?, _ context: UnsafeMutableRawPointer?,
+                            _ out: UnsafeMutablePointer<UnsafeRawPointer?>?) -> la_ssize_t {
+    guard let context else { return -1 }
+    let box = Unmanaged<PositionalBox>.fromOpaque(context).takeUnretainedValue()
+    let want = Int(min(Int64(box.buffer.count), max(0, box.size - box.position)))
+    guard want > 0 else { return 0 }
+    do {
+        let n = try box.source.read(into: UnsafeMutableRawBufferPointer(rebasing: box.buffer[0..<want]), at: box.position)
+        box.position += Int64(n)
+        out?.pointee = UnsafeRawPointer(box.buffer.baseAddress)
+        return la_ssize_t(n)
+    } catch {
+        box.error = error
+        return -1
+    }
+}
+
+/// Skipping content is just moving the cursor: a lazy source never fetches what is skipped.
+private func positionalSkip(_ archive: OpaquePointer?, _ context: UnsafeMutableRawPointer?, _ request: la_int64_t) -> la_int64_t {
+    guard let context else { return 0 }
+    let box = Unmanaged<PositionalBox>.fromOpaque(context).takeUnretainedValue()
+    let step = min(Int64(request), max(0, box.size - box.position))
+    box.position += step
+    return la_int64_t(step)
 }

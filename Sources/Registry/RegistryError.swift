@@ -12,6 +12,7 @@ public struct RegistryError: Error, CustomStringConvertible, Sendable {
         case digestMismatch
         case sizeMismatch
         case unsupported
+        case rangeUnsupported
         case invalidConfiguration
     }
 

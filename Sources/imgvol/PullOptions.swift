@@ -35,6 +35,15 @@ struct PullOptions: ParsableArguments {
         return options
     }
 
+    /// The flags to hand to a lazy mount's server (credentials travel separately).
+    var forwardedArguments: [String] {
+        var arguments = ["--tls-verify=\(tlsVerify)", "--quiet"]
+        if let platform { arguments += ["--platform", platform] }
+        if let authfile { arguments += ["--authfile", authfile] }
+        if let registriesConf { arguments += ["--registries-conf", registriesConf] }
+        return arguments
+    }
+
     func targetPlatform() throws -> Platform {
         try platform.map { try Platform(parsing: $0) } ?? .host
     }

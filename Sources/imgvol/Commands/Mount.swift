@@ -3,6 +3,7 @@ import FileIO
 import Foundation
 import ImgvolCore
 import OCI
+import Logging
 import Store
 #if canImport(Glibc)
 import Glibc
@@ -29,6 +30,9 @@ struct Mount: AsyncParsableCommand {
     @Flag(help: "Stay attached; unmount cleanly on SIGINT/SIGTERM.")
     var foreground = false
 
+    @Flag(help: ArgumentHelp("Serve before the image has arrived: files are fetched on demand with HTTP Range requests while the rest downloads; each blob is verified when complete (reads of a blob that fails fail with EIO).", discussion: "Raw and uncompressed tar layers are lazy; compressed tar layers are pulled in full first."))
+    var lazy = false
+
     @Argument(help: "Image reference.")
     var reference: String
 
@@ -49,6 +53,10 @@ struct Mount: AsyncParsableCommand {
         defer { lock.release() }
         try MountServer.checkMountpoint(mountpoint)
         let service = ImageService(store: store, logger: logger)
+        if lazy, try needsLazyPull(reference, service: service) {
+            try await mountLazily(reference, mountpoint: mountpoint, store: store, service: service, logger: logger)
+            return
+        }
         let record = try await pull.image(reference, policy: policy, service: service, logger: logger)
         // Refuse a bad --subpath before anything is mounted (the tree is built again by the
         // server; without --subpath there is nothing to check).
@@ -62,6 +70,31 @@ struct Mount: AsyncParsableCommand {
         }
         _ = try await MountLauncher(store: store, logLevel: global.logLevel.rawValue)
             .launch(reference: reference, digest: record.digest, mountpoint: mountpoint, subpath: subpath)
+        print(mountpoint)
+    }
+
+    /// Lazy only matters when the image is not (or, with --pull always, may not be) cached.
+    private func needsLazyPull(_ reference: Reference, service: ImageService) throws -> Bool {
+        if policy != .always, service.cachedImage(reference, platform: try pull.targetPlatform()) != nil { return false }
+        guard policy != .never else {
+            throw PullError(.notCached, "image \(reference) is not in the store at \(service.store.root) and --pull=never was given; pull it first (or drop --pull=never to mount it lazily)")
+        }
+        return true
+    }
+
+    private func mountLazily(_ reference: Reference, mountpoint: String, store: ContentStore, service: ImageService, logger: Logger) async throws {
+        if foreground {
+            try await pull.withPuller(store: store, logger: logger) { puller in
+                let lazyPull = try await LazyPull.start(reference, puller: puller)
+                try await MountServer(service: service, logger: logger)
+                    .serve(lazyPull, reference: reference.description, mountpoint: mountpoint, subpath: subpath)
+            }
+            return
+        }
+        _ = try pull.clientOptions()   // refuse bad flags here, not in the server's log
+        let source = MountLauncher.LazySource(pullArguments: pull.forwardedArguments, credentials: pull.creds)
+        _ = try await MountLauncher(store: store, logLevel: global.logLevel.rawValue)
+            .launch(reference: reference, digest: nil, mountpoint: mountpoint, subpath: subpath, lazy: source)
         print(mountpoint)
     }
 }

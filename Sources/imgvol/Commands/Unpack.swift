@@ -28,7 +28,7 @@ struct Unpack: AsyncParsableCommand {
         let service = ImageService(store: store, logger: logger)
         let record = try await pull.image(reference, policy: policy, service: service, logger: logger)
         let tree = try service.tree(of: record)
-        var unpacker = Unpacker(tree: tree, layerTars: service.layerFiles(of: record))
+        var unpacker = Unpacker(tree: tree, layerFiles: service.layerFiles(of: record))
         unpacker.onSkip = { path, kind in logger.info("skipped \(kind) \(path)") }
         try unpacker.unpack(into: directory)
     }

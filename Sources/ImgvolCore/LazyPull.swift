@@ -1,0 +1,235 @@
+import FileIO
+import Foundation
+import ImageFS
+import Layers
+import Logging
+import OCI
+import Registry
+import Store
+
+/// A pull that a mount serves from before it has finished (`mount --lazy`).
+///
+/// `start` returns once the tree is known: raw layers need only the manifest; an uncompressed
+/// tar's headers are read with `Range` requests (contents are skipped); compressed tars cannot
+/// be read out of order, so they are pulled in full first. Every missing blob then arrives
+/// chunk by chunk into `tmp/` — what readers wait for first, the rest in order — and
+/// `complete` verifies each blob against its digest and commits it, and records the image once
+/// every blob is in, exactly as `pull` would have. Until a blob is verified its bytes are served
+/// unverified; a mismatch fails that layer's reads with EIO and nothing enters the cache.
+///
+/// The GC lock is held shared from start to finish, as a pull holds it: `prune` waits rather
+/// than delete what the mount is about to reference.
+public struct LazyPull: Sendable {
+    struct Pending: Sendable {
+        let blob: RangedBlob
+        let hashing: Task<Digest?, any Error>
+        /// The tar's index, for a tar layer; nil for a raw file.
+        let index: LayerIndex?
+        let diffID: Digest
+        let layerNumbers: [Int32]
+    }
+
+    public let reference: Reference
+    public let record: ImageRecord
+    public let content: MountServer.Content
+    let pending: [Pending]
+    let fetching: Task<Void, any Error>
+    let manifestBytes: [UInt8]
+    let indexBlob: (Digest, [UInt8])?
+    let store: ContentStore
+    let logger: Logger
+    let gcLock: StoreLock
+
+    /// Resolves `reference` and prepares everything a mount needs; starts the downloads.
+    public static func start(_ reference: Reference, puller: Puller, streams: Int = 4) async throws -> LazyPull {
+        let store = puller.store
+        let gcLock = try await store.gcLock(exclusive: false)
+        var blobs: [Digest: RangedBlob] = [:]
+        var fetching: Task<Void, any Error>?
+        do {
+            return try await prepare(reference, puller: puller, streams: streams, gcLock: gcLock, blobs: &blobs, fetching: &fetching)
+        } catch {
+            for blob in blobs.values {
+                blob.fail("the lazy mount of \(reference) was abandoned: \(error)")
+                try? FileSystem.remove(blob.path)
+            }
+            fetching?.cancel()
+            gcLock.release()
+            throw error
+        }
+    }
+
+    private static func prepare(_ reference: Reference, puller: Puller, streams: Int, gcLock: StoreLock,
+                                blobs: inout [Digest: RangedBlob], fetching: inout Task<Void, any Error>?) async throws -> LazyPull {
+        let store = puller.store
+        let resolved = try await puller.resolve(reference)
+        let endpoints = [resolved.fetched.endpoint] + (try puller.client.endpoints(for: reference)).filter { $0 != resolved.fetched.endpoint }
+        let configBytes = try await puller.config(resolved.manifest.config, endpoints: endpoints, reference: reference)
+        let plan = try Puller.plan(resolved.manifest, configBytes: configBytes, reference: reference)
+
+        // Which layers must arrive lazily: raw files and uncompressed tars not yet stored.
+        var order: [Digest] = []
+        for job in plan.layers {
+            let digest = job.descriptor.digest
+            let missing: Bool
+            switch job.content {
+            case .file: missing = !store.hasBlob(digest)
+            case .tar(.none): missing = !store.hasLayer(job.expectedDiffID ?? digest)
+            case .tar: missing = false
+            }
+            guard missing, blobs[digest] == nil else { continue }
+            let path = "\(store.tmpDir)/\(digest.hex).lazy-\(getpid())"
+            blobs[digest] = try RangedBlob(descriptor: job.descriptor, path: path, chunkSize: 4 << 20, readAhead: 4)
+            order.append(digest)
+        }
+        let ordered = order.compactMap { blobs[$0] }
+        let fetch = RangedFetch(blobs: ordered, client: puller.client, endpoints: endpoints, reference: reference)
+        let hashing = Dictionary(uniqueKeysWithValues: ordered.map { ($0.descriptor.digest, $0.startHashing()) })
+        fetching = Task {
+            do { try await fetch.run(streams: streams) } catch {
+                for blob in ordered { blob.fail("fetching \(reference) failed: \(error)") }
+                throw error
+            }
+        }
+
+        // Compressed tars (and stored layers) come whole, before the mount.
+        let fetcher = LayerFetcher(store: store, client: puller.client, logger: puller.logger, progress: nil)
+        var diffIDs: [Digest] = []
+        var indexes: [Digest: LayerIndex] = [:]
+        for job in plan.layers {
+            let digest = job.descriptor.digest
+            if let blob = blobs[digest] {
+                if case .tar = job.content, indexes[digest] == nil {
+                    indexes[digest] = try await LayerFetcher.onThread {
+                        try LayerIndexer.index(source: blob, size: job.descriptor.size, layer: digest.description)
+                    }.value
+                }
+                diffIDs.append(job.file == nil ? (job.expectedDiffID ?? digest) : digest)
+            } else {
+                diffIDs.append(try await fetcher.fetch(job.descriptor, content: job.content, expected: job.expectedDiffID,
+                                                       endpoints: endpoints, reference: reference))
+            }
+        }
+
+        let record = ImageRecord(
+            digest: resolved.fetched.digest, manifestMediaType: resolved.fetched.mediaType, indexDigest: resolved.indexDigest,
+            configDigest: resolved.manifest.config.digest,
+            layers: zip(plan.layers, diffIDs).map { job, diffID in
+                ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
+                                  diffID: diffID, file: job.file)
+            },
+            platform: plan.platform, created: plan.created, pulledAt: ISO8601DateFormatter().string(from: Date()))
+
+        var treeLayers: [(name: String, index: LayerIndex)] = []
+        var layerFiles: [String] = []
+        var gates: [(any LayerGate)?] = []
+        for layer in record.layers {
+            let blob = blobs[layer.digest]
+            let index = try (layer.file == nil ? indexes[layer.digest] : nil) ?? store.index(of: layer)
+            treeLayers.append((layer.digest.description, index))
+            layerFiles.append(blob?.path ?? store.dataPath(of: layer))
+            gates.append(blob)
+        }
+        let tree = try ImageTree.build(layers: treeLayers)
+
+        let pending = order.compactMap { digest -> Pending? in
+            guard let blob = blobs[digest], let hashing = hashing[digest],
+                  let position = record.layers.firstIndex(where: { $0.digest == digest }) else { return nil }
+            let numbers = record.layers.indices.filter { record.layers[$0].digest == digest }.map { Int32($0) }
+            return Pending(blob: blob, hashing: hashing, index: indexes[digest], diffID: record.layers[position].diffID, layerNumbers: numbers)
+        }
+        puller.logger.notice("lazy mount of \(reference) (\(record.digest)): \(pending.count) blob(s) arriving on demand, \(record.layers.count - pending.count) layer(s) already stored")
+        return LazyPull(
+            reference: reference, record: record,
+            content: MountServer.Content(digest: record.digest, tree: tree, layerFiles: layerFiles, gates: gates),
+            pending: pending, fetching: fetching ?? Task {}, manifestBytes: resolved.fetched.bytes,
+            indexBlob: resolved.indexDigest.flatMap { digest in resolved.indexBytes.map { (digest, $0) } },
+            store: store, logger: puller.logger, gcLock: gcLock)
+    }
+
+    /// Waits for every blob, verifies and commits each, and records the image when all are in.
+    /// `layerFailed` is told the layer numbers whose reads must now fail. True when the image
+    /// is complete in the store.
+    public func complete(layerFailed: @escaping @Sendable (Int32) -> Void) async -> Bool {
+        defer { gcLock.release() }
+        let verified = await withTaskGroup(of: Bool.self) { group in
+            for item in pending {
+                group.addTask { await commit(item, layerFailed: layerFailed) }
+            }
+            var all = true
+            for await ok in group where !ok { all = false }
+            return all
+        }
+        _ = try? await fetching.value
+        guard verified else {
+            logger.error("lazy mount of \(reference): not every blob verified; the image was NOT added to the store")
+            return false
+        }
+        do {
+            try store.writeBlob(manifestBytes, digest: record.digest)
+            if let (digest, bytes) = indexBlob { try store.writeBlob(bytes, digest: digest) }
+            _ = try ImageService(store: store, logger: logger).tree(of: record)
+            try store.writeImage(record)
+            try await store.setReference(reference, to: record.digest)
+        } catch {
+            logger.error("lazy mount of \(reference): every blob verified but recording the image failed: \(error)")
+            return false
+        }
+        logger.notice("lazy mount of \(reference): all \(pending.count) blob(s) arrived and verified; \(record.digest) is now in the store")
+        return true
+    }
+
+    private func commit(_ item: Pending, layerFailed: @Sendable (Int32) -> Void) async -> Bool {
+        let digest = item.blob.descriptor.digest
+        do {
+            try await item.blob.verify(item.hashing, reference: reference)
+            try item.blob.file.sync()
+            if let index = item.index {
+                if !store.hasLayer(item.diffID) {
+                    try store.commitLayerTar(from: item.blob.path, diffID: item.diffID)
+                    try store.commitLayerIndex(index, diffID: item.diffID)
+                }
+            } else if !store.hasBlob(digest) {
+                try store.commitBlob(from: item.blob.path, digest: digest)
+            }
+            try? FileSystem.remove(item.blob.path)
+            logger.info("lazy mount of \(reference): \(digest) verified and stored")
+            return true
+        } catch {
+            if let error = error as? RegistryError, error.kind == .digestMismatch {
+                // Loud: reads already served from this blob were not what the manifest promised.
+                logger.error("LAZY MOUNT INTEGRITY FAILURE: \(reference) layer \(digest): \(error.message). Reads of its files now fail with EIO; nothing of it was stored.")
+            } else {
+                logger.error("lazy mount of \(reference): layer \(digest) did not arrive (\(error)); reads of its files fail with EIO")
+            }
+            item.blob.fail("\(error)")
+            for number in item.layerNumbers { layerFailed(number) }
+            try? FileSystem.remove(item.blob.path)
+            return false
+        }
+    }
+
+    /// Stops the downloads and removes what did not make it into the store (the mount ended
+    /// before the pull did).
+    public func abandon() {
+        fetching.cancel()
+        for item in pending {
+            item.blob.fail("the mount of \(reference) ended before the blob arrived")
+            try? FileSystem.remove(item.blob.path)
+        }
+    }
+}
+
+extension RangedBlob: LayerGate {}
+
+extension RangedBlob: PositionalSource {
+    /// Reads what has arrived, waiting for (and asking first for) the chunks it needs.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        let length = Int(min(Int64(buffer.count), max(0, descriptor.size - offset)))
+        guard length > 0 else { return 0 }
+        guard waitFor(offset: offset, length: length) else {
+            throw RegistryError(.network, failureMessage ?? "blob \(descriptor.digest) could not be fetched")
+        }
+        return try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: offset)
+    }
+}

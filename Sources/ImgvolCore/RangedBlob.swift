@@ -1,0 +1,200 @@
+import FileIO
+import Foundation
+import Logging
+import OCI
+import Registry
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blob assembled in a sparse file from concurrent HTTP `Range` requests, chunk by chunk.
+///
+/// Two users: a pull of one big blob (several streams beat one on a long fat pipe) and a lazy
+/// mount (a reader needs bytes from the middle now). Readers block in `waitFor` until their
+/// chunks are on disk and push those chunks to the front of the queue; the rest arrive in
+/// order. A hasher follows the contiguous prefix, so the digest is known as soon as the last
+/// chunk lands and only then is the blob `verified`. A mismatch fails every waiting and later
+/// reader: bytes served before that point were unverified (the documented lazy trade-off).
+///
+/// Lock order: `condition` is the only lock; nothing is called while holding it.
+public final class RangedBlob: @unchecked Sendable {
+    public let descriptor: Descriptor
+    public let path: String
+    public let file: OpenFile
+    let chunkSize: Int64
+    let chunkCount: Int
+    /// Chunks fetched beyond what a reader asked for.
+    let readAhead: Int
+
+    private let condition = NSCondition()
+    private var present: [Bool]
+    private var inFlight: [Bool]
+    private var urgent: [Int] = []
+    private var nextSequential = 0
+    private var failure: String?
+    private var verifiedFlag = false
+
+    public init(descriptor: Descriptor, path: String, chunkSize: Int64 = 4 << 20, readAhead: Int = 2) throws {
+        self.descriptor = descriptor
+        self.path = path
+        self.chunkSize = chunkSize
+        self.readAhead = readAhead
+        chunkCount = Int((descriptor.size + chunkSize - 1) / chunkSize)
+        present = Array(repeating: false, count: chunkCount)
+        inFlight = Array(repeating: false, count: chunkCount)
+        file = try OpenFile(path: path, flags: O_RDWR | O_CREAT | O_TRUNC, mode: 0o600)
+        try file.truncate(to: descriptor.size)
+    }
+
+    public var isVerified: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return verifiedFlag
+    }
+
+    public var failureMessage: String? {
+        condition.lock()
+        defer { condition.unlock() }
+        return failure
+    }
+
+    /// Blocks until bytes `[offset, offset + length)` are on disk, asking for them (and a few
+    /// chunks after them) first. False once the blob has failed.
+    public func waitFor(offset: Int64, length: Int) -> Bool {
+        guard length > 0, offset < descriptor.size else { return true }
+        let first = Int(offset / chunkSize)
+        let last = Int(min(offset + Int64(length), descriptor.size) - 1) / Int(chunkSize)
+        condition.lock()
+        defer { condition.unlock() }
+        if verifiedFlag { return true }
+        var asked = false
+        for chunk in first...min(chunkCount - 1, last + readAhead) where !present[chunk] && !inFlight[chunk] {
+            urgent.append(chunk)
+            asked = true
+        }
+        if asked { condition.broadcast() }
+        while failure == nil, !(first...last).allSatisfy({ present[$0] }) { condition.wait() }
+        return failure == nil
+    }
+
+    /// Marks the blob failed: every reader gets an error from now on.
+    public func fail(_ message: String) {
+        condition.lock()
+        if failure == nil { failure = message }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Fetches every chunk with `streams` concurrent requests and checks the digest.
+    public func fetchAll(client: RegistryClient, endpoints: [Endpoint], reference: Reference, streams: Int,
+                         onBytes: (@Sendable (Int64) -> Void)? = nil) async throws {
+        let hashing = startHashing()
+        try await RangedFetch(blobs: [self], client: client, endpoints: endpoints, reference: reference, onBytes: onBytes)
+            .run(streams: streams)
+        try await verify(hashing, reference: reference)
+    }
+
+    /// The hasher following the contiguous prefix; nil when the blob failed first.
+    func startHashing() -> Task<Digest?, any Error> {
+        LayerFetcher.onThread { [self] in hashInOrder() }
+    }
+
+    /// Waits for the hash and compares it: a mismatch fails the blob for every reader.
+    public func verify(_ hashing: Task<Digest?, any Error>, reference: Reference) async throws {
+        guard let actual = try await hashing.value else {
+            throw RegistryError(.network, failureMessage ?? "downloading \(descriptor.digest) failed")
+        }
+        guard actual == descriptor.digest else {
+            let message = "blob \(descriptor.digest) of \(reference) failed verification: its bytes hash to \(actual); the registry's copy is corrupt"
+            fail(message)
+            throw RegistryError(.digestMismatch, message)
+        }
+        markVerified()
+    }
+
+    private func markVerified() {
+        condition.lock()
+        verifiedFlag = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The next chunk a reader is waiting for, if any.
+    func claimUrgent() -> Int? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard failure == nil else { return nil }
+        while let chunk = urgent.first {
+            urgent.removeFirst()
+            if !present[chunk] && !inFlight[chunk] {
+                inFlight[chunk] = true
+                return chunk
+            }
+        }
+        return nil
+    }
+
+    /// The next chunk in order that nobody has fetched or is fetching.
+    func claimNext() -> Int? {
+        condition.lock()
+        defer { condition.unlock() }
+        guard failure == nil else { return nil }
+        while nextSequential < chunkCount {
+            let chunk = nextSequential
+            nextSequential += 1
+            if !present[chunk] && !inFlight[chunk] {
+                inFlight[chunk] = true
+                return chunk
+            }
+        }
+        return nil
+    }
+
+    func range(of chunk: Int) -> Range<Int64> {
+        Int64(chunk) * chunkSize..<min(Int64(chunk + 1) * chunkSize, descriptor.size)
+    }
+
+    func fetch(_ chunk: Int, client: RegistryClient, endpoints: [Endpoint], reference: Reference) async throws {
+        do {
+            try await client.readRange(descriptor, range(of: chunk), from: endpoints, reference: reference) { bytes, offset in
+                try file.writeAll(bytes, at: offset)
+            }
+        } catch {
+            fail("downloading \(descriptor.digest) failed: \(error)")
+            throw error
+        }
+        finish(chunk)
+    }
+
+    private func finish(_ chunk: Int) {
+        condition.lock()
+        present[chunk] = true
+        inFlight[chunk] = false
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Hashes chunk after chunk as each arrives (from the page cache: it was just written).
+    /// nil when the blob failed first.
+    private func hashInOrder() -> Digest? {
+        var hasher = DigestHasher()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunkSize), alignment: 64)
+        defer { buffer.deallocate() }
+        for chunk in 0..<chunkCount {
+            condition.lock()
+            while failure == nil, !present[chunk] { condition.wait() }
+            let failed = failure != nil
+            condition.unlock()
+            if failed { return nil }
+            let start = Int64(chunk) * chunkSize
+            let length = Int(min(chunkSize, descriptor.size - start))
+            guard let n = try? file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: start), n == length else {
+                fail("cannot read back \(path) to verify it")
+                return nil
+            }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        if chunkCount == 0 { return Digest.of([]) }
+        return hasher.finalize()
+    }
+}
