@@ -16,6 +16,10 @@ struct LayerFetcher: Sendable {
     let client: RegistryClient
     let logger: Logger
     let progress: (any PullProgress)?
+    /// Concurrent `Range` streams for one big blob that needs no decompression (1: one stream).
+    var rangeStreams = 1
+    /// Blobs at least this large use `rangeStreams`.
+    var rangeThreshold: Int64 = 64 << 20
 
     /// Brings one layer in and returns its diff_id. `expected` is the image config's diff_id;
     /// artifacts have none, so a compressed artifact tar is named by what it decompresses to.
@@ -87,8 +91,33 @@ struct LayerFetcher: Sendable {
         return try PartialBlob(path: partialPath(digest), direct: direct) { bytes in progress?.layerProgress(digest, bytes: bytes) }
     }
 
-    /// Downloads a blob that needs no decompression into its partial file, verified.
-    private func download(_ layer: Descriptor, direct: Bool, endpoints: [Endpoint], reference: Reference) async throws -> PartialBlob {
+    /// A verified file holding the blob, ready to be renamed into the store.
+    struct Downloaded {
+        let path: String
+        let handle: OpenFile
+    }
+
+    /// Downloads a blob that needs no decompression, verified: a big one with several
+    /// concurrent `Range` streams (hashed in order as chunks land), else one resumable stream.
+    private func download(_ layer: Descriptor, direct: Bool, endpoints: [Endpoint], reference: Reference) async throws -> Downloaded {
+        if rangeStreams > 1, layer.size >= rangeThreshold, !FileSystem.exists(partialPath(layer.digest)) {
+            let path = "\(store.tmpDir)/\(layer.digest.hex).ranged-\(getpid())"
+            do {
+                let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
+                let counter = ByteCounter()
+                let progress = self.progress
+                try await blob.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams) { bytes in
+                    progress?.layerProgress(layer.digest, bytes: counter.add(bytes))
+                }
+                return Downloaded(path: path, handle: blob.file)
+            } catch let error as RegistryError where error.kind == .rangeUnsupported {
+                try? FileSystem.remove(path)
+                logger.info("\(error.message); using one stream")
+            } catch {
+                try? FileSystem.remove(path)
+                throw error
+            }
+        }
         let partial = try openPartial(layer, direct: direct)
         do {
             try await client.download(layer, from: endpoints, reference: reference, into: partial)
@@ -101,7 +130,7 @@ struct LayerFetcher: Sendable {
             try? partial.flush()
             throw error
         }
-        return partial
+        return Downloaded(path: partial.path, handle: partial.handle)
     }
 
     /// The blob is the layer tar: verified, it is renamed into place. No copy.
@@ -182,5 +211,18 @@ struct LayerFetcher: Sendable {
                 thread.start()
             }
         }
+    }
+}
+
+/// A running total shared by concurrent streams.
+final class ByteCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total: Int64 = 0
+
+    func add(_ bytes: Int64) -> Int64 {
+        lock.lock()
+        defer { lock.unlock() }
+        total += bytes
+        return total
     }
 }

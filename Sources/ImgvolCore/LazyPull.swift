@@ -34,6 +34,7 @@ public struct LazyPull: Sendable {
     public let content: MountServer.Content
     let pending: [Pending]
     let fetching: Task<Void, any Error>
+    let background: RangedFetch.Switch
     let manifestBytes: [UInt8]
     let indexBlob: (Digest, [UInt8])?
     let store: ContentStore
@@ -61,6 +62,9 @@ public struct LazyPull: Sendable {
 
     private static func prepare(_ reference: Reference, puller: Puller, streams: Int, gcLock: StoreLock,
                                 blobs: inout [Digest: RangedBlob], fetching: inout Task<Void, any Error>?) async throws -> LazyPull {
+        // Until the mount serves, only what building the tree reads is fetched: the background
+        // download would compete with it for the registry's disk and the network.
+        let background = RangedFetch.Switch()
         let store = puller.store
         let resolved = try await puller.resolve(reference)
         let endpoints = [resolved.fetched.endpoint] + (try puller.client.endpoints(for: reference)).filter { $0 != resolved.fetched.endpoint }
@@ -83,7 +87,8 @@ public struct LazyPull: Sendable {
             order.append(digest)
         }
         let ordered = order.compactMap { blobs[$0] }
-        let fetch = RangedFetch(blobs: ordered, client: puller.client, endpoints: endpoints, reference: reference)
+        let fetch = RangedFetch(blobs: ordered, client: puller.client, endpoints: endpoints, reference: reference,
+                                background: background)
         let hashing = Dictionary(uniqueKeysWithValues: ordered.map { ($0.descriptor.digest, $0.startHashing()) })
         fetching = Task {
             do { try await fetch.run(streams: streams) } catch {
@@ -142,7 +147,7 @@ public struct LazyPull: Sendable {
         return LazyPull(
             reference: reference, record: record,
             content: MountServer.Content(digest: record.digest, tree: tree, layerFiles: layerFiles, gates: gates),
-            pending: pending, fetching: fetching ?? Task {}, manifestBytes: resolved.fetched.bytes,
+            pending: pending, fetching: fetching ?? Task {}, background: background, manifestBytes: resolved.fetched.bytes,
             indexBlob: resolved.indexDigest.flatMap { digest in resolved.indexBytes.map { (digest, $0) } },
             store: store, logger: puller.logger, gcLock: gcLock)
     }
@@ -152,6 +157,7 @@ public struct LazyPull: Sendable {
     /// is complete in the store.
     public func complete(layerFailed: @escaping @Sendable (Int32) -> Void) async -> Bool {
         defer { gcLock.release() }
+        background.turnOn()
         let verified = await withTaskGroup(of: Bool.self) { group in
             for item in pending {
                 group.addTask { await commit(item, layerFailed: layerFailed) }
@@ -212,6 +218,7 @@ public struct LazyPull: Sendable {
     /// Stops the downloads and removes what did not make it into the store (the mount ended
     /// before the pull did).
     public func abandon() {
+        background.turnOn()
         fetching.cancel()
         for item in pending {
             item.blob.fail("the mount of \(reference) ended before the blob arrived")
@@ -227,7 +234,7 @@ extension RangedBlob: PositionalSource {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
         let length = Int(min(Int64(buffer.count), max(0, descriptor.size - offset)))
         guard length > 0 else { return 0 }
-        guard waitFor(offset: offset, length: length) else {
+        guard waitFor(offset: offset, length: length, readAhead: 0) else {
             throw RegistryError(.network, failureMessage ?? "blob \(descriptor.digest) could not be fetched")
         }
         return try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: offset)

@@ -17,6 +17,8 @@ public struct Puller: Sendable {
     public var progress: (any PullProgress)?
     /// Layers downloaded at once.
     public var parallelLayers = 3
+    /// Concurrent `Range` streams for one big uncompressed blob.
+    public var rangeStreams = 1
 
     public init(store: ContentStore, client: RegistryClient, logger: Logger) {
         self.store = store
@@ -153,7 +155,9 @@ public struct Puller: Sendable {
     private func fetchLayers(_ plan: Plan, endpoints: [Endpoint], reference: Reference) async throws -> [Digest] {
         var seen = Set<Digest>()
         let unique = plan.layers.filter { seen.insert($0.descriptor.digest).inserted }
-        let fetcher = LayerFetcher(store: store, client: client, logger: logger, progress: progress)
+        var configured = LayerFetcher(store: store, client: client, logger: logger, progress: progress)
+        configured.rangeStreams = rangeStreams
+        let fetcher = configured
         var diffIDs: [Digest: Digest] = [:]
         try await withThrowingTaskGroup(of: (Digest, Digest).self) { group in
             var next = 0

@@ -61,6 +61,12 @@ public final class RangedBlob: @unchecked Sendable {
     /// Blocks until bytes `[offset, offset + length)` are on disk, asking for them (and a few
     /// chunks after them) first. False once the blob has failed.
     public func waitFor(offset: Int64, length: Int) -> Bool {
+        waitFor(offset: offset, length: length, readAhead: readAhead)
+    }
+
+    /// `readAhead` 0 for readers that jump around (tar headers), so that nothing they will
+    /// not read is fetched ahead of what they will.
+    func waitFor(offset: Int64, length: Int, readAhead: Int) -> Bool {
         guard length > 0, offset < descriptor.size else { return true }
         let first = Int(offset / chunkSize)
         let last = Int(min(offset + Int64(length), descriptor.size) - 1) / Int(chunkSize)

@@ -1,3 +1,4 @@
+import Foundation
 import OCI
 import Registry
 
@@ -10,13 +11,36 @@ struct RangedFetch: Sendable {
     let endpoints: [Endpoint]
     let reference: Reference
     var onBytes: (@Sendable (Int64) -> Void)?
+    /// While off, only chunks a reader waits for are fetched.
+    let background: Switch
+
+    /// Whether the in-order download runs (a lazy mount turns it on once it serves).
+    final class Switch: @unchecked Sendable {
+        private let lock = NSLock()
+        private var on: Bool
+
+        init(on: Bool = false) { self.on = on }
+
+        var isOn: Bool {
+            lock.lock()
+            defer { lock.unlock() }
+            return on
+        }
+
+        func turnOn() {
+            lock.lock()
+            on = true
+            lock.unlock()
+        }
+    }
 
     init(blobs: [RangedBlob], client: RegistryClient, endpoints: [Endpoint], reference: Reference,
-         onBytes: (@Sendable (Int64) -> Void)? = nil) {
+         background: Switch = Switch(on: true), onBytes: (@Sendable (Int64) -> Void)? = nil) {
         self.blobs = blobs
         self.client = client
         self.endpoints = endpoints
         self.reference = reference
+        self.background = background
         self.onBytes = onBytes
     }
 
@@ -25,7 +49,13 @@ struct RangedFetch: Sendable {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<max(1, streams) {
                 group.addTask {
-                    while let (blob, chunk) = claim() {
+                    while true {
+                        guard let (blob, chunk) = claim() else {
+                            if background.isOn { return }
+                            // Waiting for a reader or for the mount to serve.
+                            try await Task.sleep(nanoseconds: 1_000_000)
+                            continue
+                        }
                         try await blob.fetch(chunk, client: client, endpoints: endpoints, reference: reference)
                         onBytes?(Int64(blob.range(of: chunk).count))
                     }
@@ -37,6 +67,7 @@ struct RangedFetch: Sendable {
 
     private func claim() -> (RangedBlob, Int)? {
         for blob in blobs { if let chunk = blob.claimUrgent() { return (blob, chunk) } }
+        guard background.isOn else { return nil }
         for blob in blobs { if let chunk = blob.claimNext() { return (blob, chunk) } }
         return nil
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import ImgvolCore
 import Logging
 import OCI
@@ -68,6 +69,9 @@ struct PullOptions: ParsableArguments {
         let client = RegistryClient(options: options, logger: logger)
         var puller = Puller(store: store, client: client, logger: logger)
         puller.platform = platform
+        if let text = ProcessInfo.processInfo.environment["IMGVOL_RANGE_STREAMS"], let streams = Int(text), streams > 0 {
+            puller.rangeStreams = streams
+        }
         let display = ProgressDisplay.forTerminal(quiet: quiet)
         puller.progress = display
         do {
