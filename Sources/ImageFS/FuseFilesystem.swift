@@ -25,12 +25,14 @@ public final class FuseFilesystem: Sendable {
     /// Called once the kernel has completed the FUSE handshake: the mount now answers.
     let onInit: @Sendable () -> Void
 
-    public init(tree: ImageTree, layerFiles: [String], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
-                onInit: @escaping @Sendable () -> Void = {}) throws {
+    /// `layerFiles` are open already: a lazy mount's blobs may be renamed into the store at
+    /// any moment, and a descriptor outlives the rename where a path would not.
+    public init(tree: ImageTree, layerFiles: [OpenFile], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
+                onInit: @escaping @Sendable () -> Void = {}) {
         self.onInit = onInit
         self.tree = tree
         self.rootIndex = subpathRoot
-        self.files = try layerFiles.map { try OpenFile.openRead($0) }
+        self.files = layerFiles
         self.layerFDs = files.map(\.fd)
         self.gates = gates
     }

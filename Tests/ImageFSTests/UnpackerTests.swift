@@ -63,7 +63,7 @@ struct UnpackerTests {
             let (tree, tars) = try image(in: dir)
             let out = dir + "/out"
             let skips = Skips()
-            var unpacker = Unpacker(tree: tree, layerTars: tars)
+            var unpacker = Unpacker(tree: tree, layerFiles: tars)
             unpacker.onSkip = { path, kind in skips.items.append("\(path) \(kind)") }
             try unpacker.unpack(into: out)
 
@@ -120,7 +120,7 @@ struct UnpackerTests {
             let (tree, tars) = try image(in: dir)
             let out = dir + "/empty-out"
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
-            try Unpacker(tree: tree, layerTars: tars).unpack(into: out)
+            try Unpacker(tree: tree, layerFiles: tars).unpack(into: out)
             #expect(try readFile(out + "/bin/tool") == Self.tool)
         }
     }
@@ -132,7 +132,7 @@ struct UnpackerTests {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
             try Data("mine".utf8).write(to: URL(fileURLWithPath: out + "/precious"))
             do {
-                try Unpacker(tree: tree, layerTars: tars).unpack(into: out)
+                try Unpacker(tree: tree, layerFiles: tars).unpack(into: out)
                 Issue.record("unpacked into a non-empty directory")
             } catch let failure as Unpacker.Failure {
                 #expect(failure.path == out)
@@ -148,7 +148,7 @@ struct UnpackerTests {
             let (tree, tars) = try image(in: dir)
             let out = dir + "/file"
             try Data("x".utf8).write(to: URL(fileURLWithPath: out))
-            #expect(throws: Unpacker.Failure.self) { try Unpacker(tree: tree, layerTars: tars).unpack(into: out) }
+            #expect(throws: Unpacker.Failure.self) { try Unpacker(tree: tree, layerFiles: tars).unpack(into: out) }
         }
     }
 
@@ -160,7 +160,7 @@ struct UnpackerTests {
             let tree = try ImageTree.build(layers: [(name: "l", index: index)])
             let bytes = try readFile(tar)
             try Data(bytes.prefix(Int(index.entries[0].dataOffset) + 100)).write(to: URL(fileURLWithPath: tar))
-            #expect(throws: (any Error).self) { try Unpacker(tree: tree, layerTars: [tar]).unpack(into: dir + "/out") }
+            #expect(throws: (any Error).self) { try Unpacker(tree: tree, layerFiles: [tar]).unpack(into: dir + "/out") }
         }
     }
 }

@@ -135,3 +135,77 @@ def test_kill_9_leaves_no_unreferenced_garbage_after_prune(imgvol, big_image, ro
     big = [(f, f.stat().st_size) for f in root.rglob("*")
            if f.is_file() and f.stat().st_size > 256 * 1024]
     assert not big, f"large files left in the root after prune (partial downloads?): {big}"
+
+
+# ------------------------------------------------------------------ one big blob, several streams
+
+HUGE = 80 << 20          # above the 64 MiB threshold: 5 chunks of 16 MiB
+
+
+@pytest.fixture
+def huge_image(registry, publish, make_proxy):
+    """An 80 MiB uncompressed layer behind a proxy (a blob big enough for parallel ranges)."""
+    px = make_proxy(registry.host)
+    layers = big_layers(HUGE, seed=11, compression="none")
+    info = publish.image(px.host, "e2e/huge", "v1", layers)
+    px.reset()
+    info.proxy = px
+    info.big = layers[0].digest
+    return info
+
+
+def _max_overlap(records) -> int:
+    """How many of these requests were in flight at the same moment, at most."""
+    events = sorted([(r.start, 1) for r in records] + [(r.end or r.start, -1) for r in records],
+                    key=lambda e: (e[0], e[1]))
+    live = best = 0
+    for _, step in events:
+        live += step
+        best = max(best, live)
+    return best
+
+
+@pytest.mark.slow
+def test_big_blob_arrives_over_concurrent_ranges(imgvol, huge_image, tmp_path):
+    px = huge_image.proxy
+    px.set_faults(throttle=64 << 20, only=[huge_image.big])   # ~1.2 s: the streams overlap
+    assert imgvol.pull(huge_image.ref) == huge_image.manifest_digest
+    px.settle()
+    gets = px.blob_gets(huge_image.big)
+    ranges = sorted({r.range for r in gets if r.range})
+    assert len(ranges) >= 5, [(r.status, r.range) for r in gets]
+    assert all(r.status == 206 for r in gets), [(r.status, r.range) for r in gets]
+    assert _max_overlap(gets) >= 2, "the ranges were fetched one after another"
+    out = tmp_path / "out"
+    imgvol.unpack(huge_image.ref, out, "--pull", "never")
+    assert (out / "data" / "big.bin").read_bytes() == pseudo_random(HUGE, 11)
+
+
+@pytest.mark.slow
+def test_big_blob_range_dropped_mid_chunk_resumes(imgvol, huge_image, tmp_path):
+    px = huge_image.proxy
+    px.set_faults(drop_after=1 << 20, drop_first=2, only=[huge_image.big])
+    assert imgvol.pull(huge_image.ref) == huge_image.manifest_digest
+    px.settle()
+    assert any(r.dropped for r in px.blob_gets(huge_image.big)), "the fault was not injected"
+    out = tmp_path / "out"
+    imgvol.unpack(huge_image.ref, out, "--pull", "never")
+    assert (out / "data" / "big.bin").read_bytes() == pseudo_random(HUGE, 11)
+
+
+def test_big_blob_corrupt_over_ranges_stores_nothing(imgvol, registry, huge_image, root):
+    registry.corrupt_blob(huge_image.big)
+    res = imgvol.run("pull", "--tls-verify=false", huge_image.ref)
+    assert res.rc != 0
+    assert huge_image.big.split(":")[1] in res.stderr and "verification" in res.stderr, res.stderr
+    stored = [p.name for p in (root / "layers").iterdir()] + [p.name for p in (root / "blobs" / "sha256").iterdir()]
+    assert not any(huge_image.big.split(":")[1] in name for name in stored), stored
+
+
+def test_one_stream_when_asked(imgvol, huge_image):
+    px = huge_image.proxy
+    res = imgvol.run("pull", "--tls-verify=false", huge_image.ref, extra_env={"IMGVOL_RANGE_STREAMS": "1"})
+    assert res.rc == 0, res.describe()
+    px.settle()
+    gets = px.blob_gets(huge_image.big)
+    assert len(gets) == 1 and gets[0].range is None and gets[0].status == 200, [(r.status, r.range) for r in gets]

@@ -137,3 +137,48 @@ def test_model_matches_umoci(tmp_path, umoci):
         oci_layout.write_image(layout, "v1", [Layer(e, "gzip") for e in entries])
         rootfs = umoci_unpack(layout, "v1", str(tmp_path / f"bundle-{name}"))
         assert_trees_equal(expected_tree(entries), walk(rootfs), "model", "umoci")
+
+
+def test_artifact_push_roundtrip(registry, tmp_path):
+    """support.artifacts: chunked and monolithic uploads, OCI artifact and Docker schema2
+    (Ollama) manifests read back byte for byte; a streamed tar is a valid tar."""
+    import hashlib
+    import tarfile
+    from support.artifacts import (MT_OLLAMA, TITLE, BigFile, Blob, Pattern, push_artifact,
+                                   push_blob, write_tar_file)
+    pat = Pattern((3 << 20) + 12345, seed=3)
+    path = tmp_path / "big.bin"
+    digest = pat.write(path)
+    big = Blob.from_file("application/vnd.example.raw", str(path), {TITLE: "big.bin"})
+    assert big.digest == digest                                   # hashed from the file
+    assert push_blob(registry, "self/art", big, chunk=1 << 20) == digest   # 4 PATCHes
+    st, h, body = registry.request("GET", f"/v2/self/art/blobs/{digest}", timeout=60)
+    assert st == 200 and body == pat.bytes()
+    assert pat.read_at((1 << 20) - 3, 10) == body[(1 << 20) - 3:(1 << 20) + 7]
+
+    small = Blob("application/vnd.oci.image.layer.v1.tar", b"not a tar", {TITLE: "a/b.bin"})
+    art = push_artifact(registry, "self/art", "v1", [big, small],
+                        artifact_type="application/vnd.example.art")
+    st, h, body = registry.request("GET", f"/v2/self/art/manifests/{art.manifest_digest}",
+                                   {"Accept": oci_layout.MT_OCI_MANIFEST})
+    assert st == 200 and body == art.manifest_bytes
+    m = json.loads(body)
+    assert m["artifactType"] == "application/vnd.example.art"
+    assert [l["annotations"][TITLE] for l in m["layers"]] == ["big.bin", "a/b.bin"]
+    assert art.reference == f"{registry.host}/self/art:v1"
+
+    ollama = push_artifact(registry, "self/ollama", "v1",
+                           [Blob(MT_OLLAMA + "template; name=x", b"{{ .Prompt }}")],
+                           config_media_type=oci_layout.MT_DOCKER_CONFIG,
+                           config={"model_format": "gguf"},
+                           manifest_media_type=oci_layout.MT_DOCKER_MANIFEST)
+    st, h, body = registry.request("GET", "/v2/self/ollama/manifests/v1",
+                                   {"Accept": oci_layout.MT_DOCKER_MANIFEST})
+    assert st == 200 and body == ollama.manifest_bytes
+    assert h["Content-Type"] == oci_layout.MT_DOCKER_MANIFEST
+
+    tar_path = tmp_path / "layer.tar"
+    blob_digest, diff_id = write_tar_file(tar_path, [BigFile("d/big.bin", pat)])
+    assert blob_digest == diff_id == "sha256:" + hashlib.sha256(tar_path.read_bytes()).hexdigest()
+    with tarfile.open(tar_path) as tf:
+        assert tf.extractfile("d/big.bin").read() == pat.bytes()
