@@ -32,6 +32,18 @@ struct ImageSource: Sendable {
         }
     }
 
+    /// What a lazy mount's server needs to reach the registry; nil when the image is cached
+    /// (and the policy lets the cache serve), so the mount need not be lazy.
+    func lazySource(for request: PublishRequest) throws -> MountLauncher.LazySource? {
+        if request.pullPolicy != .always, cachedImage(request.reference, platform: request.platform) != nil { return nil }
+        guard request.pullPolicy != .never else {
+            throw CSIError.failedPrecondition("volume \(request.volumeID): image \(request.reference) is not cached on this node and pullPolicy is Never; pull it first (imgvol pull) or use IfNotPresent")
+        }
+        var arguments = ["--tls-verify=\(request.tlsVerify)", "--quiet", "--platform", request.platform.description]
+        if let registriesConf { arguments += ["--registries-conf", registriesConf] }
+        return MountLauncher.LazySource(pullArguments: arguments, credentials: try request.secrets.credentialLine(for: request.reference))
+    }
+
     func cachedImage(_ reference: Reference, platform: Platform) -> ImageRecord? {
         ImageService(store: store, logger: logger).cachedImage(reference, platform: platform)
     }

@@ -9,7 +9,7 @@ import Registry
 /// every field the plugin uses is validated here, so a bad pod spec fails fast with
 /// INVALID_ARGUMENT and a message naming the attribute, instead of failing half-way.
 struct PublishRequest: Sendable {
-    static let knownAttributes: Set<String> = ["image", "pullPolicy", "subPath", "platform", "tlsVerify"]
+    static let knownAttributes: Set<String> = ["image", "pullPolicy", "subPath", "platform", "tlsVerify", "lazy"]
     /// Keys kubelet adds on its own (pod name, namespace, service account tokens, ephemeral
     /// flag). Tokens are secret, so none of these is stored or logged.
     static let kubeletPrefix = "csi.storage.k8s.io/"
@@ -22,6 +22,8 @@ struct PublishRequest: Sendable {
     let subPath: String?
     let platform: Platform
     let tlsVerify: Bool
+    /// `lazy: "true"`: mount before the image has arrived (see `imgvol mount --lazy`).
+    let lazy: Bool
     let secrets: RegistrySecrets
     /// `volume_context` without kubelet's keys: what is persisted and compared.
     let attributes: [String: String]
@@ -54,7 +56,8 @@ struct PublishRequest: Sendable {
         } else {
             platform = .host
         }
-        tlsVerify = try Self.tlsVerify(attributes["tlsVerify"], volumeID: volumeID)
+        tlsVerify = try Self.boolean(attributes["tlsVerify"], name: "tlsVerify", default: true, volumeID: volumeID)
+        lazy = try Self.boolean(attributes["lazy"], name: "lazy", default: false, volumeID: volumeID)
         secrets = try RegistrySecrets(request.secrets, reference: reference, volumeID: volumeID)
     }
 
@@ -104,12 +107,13 @@ struct PublishRequest: Sendable {
         return clean.isEmpty ? nil : clean
     }
 
-    static func tlsVerify(_ text: String?, volumeID: String) throws(CSIError) -> Bool {
+    static func boolean(_ text: String?, name: String, default value: Bool, volumeID: String) throws(CSIError) -> Bool {
         switch text?.lowercased() {
-        case nil, "true": return true
+        case nil: return value
+        case "true": return true
         case "false": return false
         case let other?:
-            throw .invalidArgument("volume \(volumeID): volume attribute \"tlsVerify\" is \"\(other)\"; use \"true\" or \"false\"")
+            throw .invalidArgument("volume \(volumeID): volume attribute \"\(name)\" is \"\(other)\"; use \"true\" or \"false\"")
         }
     }
 }

@@ -45,6 +45,21 @@ enum RegistrySecrets: Sendable, CustomStringConvertible {
         }
     }
 
+    /// `username:password` for `reference`, to hand to a lazy mount's server over a pipe.
+    func credentialLine(for reference: Reference) throws(CSIError) -> String? {
+        let credentials: Credentials?
+        switch self {
+        case .none: credentials = nil
+        case .basic(let basic): credentials = basic
+        case .authJSON(let bytes):
+            do {
+                credentials = try AuthFile.credentials(json: bytes, registry: reference.registry, repository: reference.repository,
+                                                       what: "the volume's secret key \(Self.dockerConfigKey)")
+            } catch { throw .invalidArgument(error.message) }
+        }
+        return credentials.map { "\($0.username):\($0.password)" }
+    }
+
     var description: String {
         switch self {
         case .none: "no secret"

@@ -69,6 +69,10 @@ final class VolumeManager: Sendable {
             throw CSIError.internalError("cannot create target directory \(target): \(error)")
         }
         do {
+            if request.lazy, let source = try images.lazySource(for: request) {
+                try await Task { [self] in try await mountLazily(request, source: source) }.value
+                return
+            }
             // Cancellable: when the deadline passes, the RPC stops waiting; the pull goes on.
             let record = try await images.image(for: request)
             // Not cancellable: a mount server half-started by a cancelled call would be a mount
@@ -114,11 +118,28 @@ final class VolumeManager: Sendable {
                 throw CSIError.invalidArgument("volume \(request.volumeID): subPath \(subPath) in \(request.reference) is not a directory (it is a \(node.kind))")
             }
         }
+        try await launchAndRecord(request) {
+            try await launcher.launch(reference: request.reference, digest: record.digest, mountpoint: request.targetPath, subpath: request.subPath)
+        }
+    }
+
+    /// A lazy mount: its server resolves the image and serves while the blobs arrive; the
+    /// digest it resolved is what the volume records (and the log shows).
+    private func mountLazily(_ request: PublishRequest, source: MountLauncher.LazySource) async throws {
+        try await launchAndRecord(request, how: "lazily, blobs arriving on demand") {
+            try await launcher.launch(reference: request.reference, digest: nil, mountpoint: request.targetPath,
+                                      subpath: request.subPath, lazy: source)
+        }
+    }
+
+    /// Starts the mount server and records the volume; undoes the mount if anything fails.
+    private func launchAndRecord(_ request: PublishRequest, how: String = "",
+                                 _ launch: () async throws -> MountRecord) async throws {
         let target = request.targetPath
         do {
-            _ = try await launcher.launch(reference: request.reference, digest: record.digest, mountpoint: target, subpath: request.subPath)
-            try await table.put(volume(request, digest: record.digest))
-            logger.notice("volume \(request.volumeID): serving \(request.reference) (\(record.digest)) read-only at \(target)")
+            let mount = try await launch()
+            try await table.put(volume(request, digest: mount.digest))
+            logger.notice("volume \(request.volumeID): serving \(request.reference) (\(mount.digest)) read-only at \(target)\(how.isEmpty ? "" : ", " + how)")
         } catch {
             if MountTable.isMountpoint(target) {
                 do { try await launcher.unmount(target, force: true) } catch {

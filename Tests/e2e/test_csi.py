@@ -805,6 +805,10 @@ def _bad_requests(e):
          lambda r: r.volume_context.update(image="Not A/Valid::Ref!"))
     case("invalid pullPolicy", SC.INVALID_ARGUMENT,
          lambda r: r.volume_context.update(pullPolicy="Sometimes"))
+    case("invalid lazy", SC.INVALID_ARGUMENT, lambda r: r.volume_context.update(lazy="maybe"))
+    case("lazy, pullPolicy Never, not cached", SC.FAILED_PRECONDITION,
+         lambda r: r.volume_context.update(image=f"{e.reg.host}/e2e/uncached-lazy:v1",
+                                           pullPolicy="Never", lazy="true"))
     case("repository not in registry", SC.NOT_FOUND,
          lambda r: r.volume_context.update(image=f"{e.reg.host}/e2e/nope:v1"))
     case("tag not in registry", SC.NOT_FOUND,
@@ -840,6 +844,58 @@ def test_bad_publish_requests(e):
         if req.target_path and os.path.exists(req.target_path) and os.listdir(req.target_path):
             failures.append(f"{name}: target left non-empty: {os.listdir(req.target_path)}")
     assert not failures, "NodePublishVolume with bad input:\n  " + "\n  ".join(failures)
+
+
+def _lazy_image(e: Env, repo: str, reg: Optional[Registry] = None, creds: Optional[str] = None):
+    """An uncompressed image (a lazy mount reads its tar headers and files with ranges)."""
+    reg = reg or e.reg
+    entries = [Dir("weights", mtime=T0), File("weights/w.bin", pseudo_random(9 << 20, 31), mtime=T0),
+               File("README", "lazy\n", mtime=T0)]
+    return e.publish.image(reg.host, repo, "v1", [Layer(entries, "none")], creds=creds)
+
+
+def _wait_cached(imgvol: Imgvol, digest: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(i.get("digest") == digest for i in imgvol.images()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{digest} was not recorded in the plugin's store within {timeout}s")
+
+
+def test_lazy_volume(e):
+    """volume attribute lazy: "true": published before the image is pulled; the log names the
+    digest the volume serves; once every blob is verified the image is in the store."""
+    info = _lazy_image(e, "e2e/lazy-csi")
+    target = e.target("lazy")
+    req = e.inline_request(info.ref, target, lazy="true")
+    e.publish_vol(req)
+    assert Path(target, "README").read_text() == "lazy\n"
+    assert Path(target, "weights/w.bin").read_bytes() == pseudo_random(9 << 20, 31)
+    assert info.manifest_digest in e.plugin.log_text(), e.plugin.log_tail()
+    _wait_cached(e.plugin.imgvol, info.manifest_digest)
+    e.publish_vol(req)                    # idempotent, as for a full pull
+    e.unpublish(req.volume_id, target)
+    assert not os.path.exists(target)
+
+
+def test_lazy_volume_with_secrets(auth_env):
+    """Credentials reach a lazy mount's server through a pipe: never on its command line,
+    never in the plugin's log."""
+    e, reg = auth_env
+    info = _lazy_image(e, "e2e/lazy-private", reg=reg, creds=reg.creds)
+    target = e.target("lazy-private")
+    req = e.inline_request(info.ref, target, lazy="true",
+                           secrets={"username": "alice", "password": "secret"})
+    e.publish_vol(req)
+    assert Path(target, "weights/w.bin").read_bytes() == pseudo_random(9 << 20, 31)
+    servers = [p for p in pids_mentioning(target)]
+    assert servers, "no mount server found for the lazy volume"
+    for pid in servers:
+        argv = cmdline(pid)
+        assert "--creds" not in argv and not any("alice:secret" in arg for arg in argv), argv
+    assert "alice:secret" not in e.plugin.log_text()
+    e.unpublish(req.volume_id, target)
 
 
 def test_bad_unpublish_and_stats_requests(e):
