@@ -83,7 +83,8 @@ public struct LazyPull: Sendable {
             }
             guard missing, blobs[digest] == nil else { continue }
             let path = "\(store.tmpDir)/\(digest.hex).lazy-\(getpid())"
-            blobs[digest] = try RangedBlob(descriptor: job.descriptor, path: path, chunkSize: 4 << 20, readAhead: 4)
+            blobs[digest] = try RangedBlob(descriptor: job.descriptor, path: path, chunkSize: 1 << 20, readAhead: 8,
+                                           chunksPerRequest: 16)
             order.append(digest)
         }
         let ordered = order.compactMap { blobs[$0] }

@@ -25,6 +25,10 @@ public final class RangedBlob: @unchecked Sendable {
     let chunkCount: Int
     /// Chunks fetched beyond what a reader asked for.
     let readAhead: Int
+    /// Chunks the in-order download asks for in one request: small chunks let a reader's
+    /// request jump the queue quickly, long requests keep per-request costs (a redirect to
+    /// object storage, each) low. Readers are woken chunk by chunk as the bytes land.
+    let chunksPerRequest: Int
 
     private let condition = NSCondition()
     private var present: [Bool]
@@ -34,11 +38,13 @@ public final class RangedBlob: @unchecked Sendable {
     private var failure: String?
     private var verifiedFlag = false
 
-    public init(descriptor: Descriptor, path: String, chunkSize: Int64 = 4 << 20, readAhead: Int = 2) throws {
+    public init(descriptor: Descriptor, path: String, chunkSize: Int64 = 4 << 20, readAhead: Int = 2,
+                chunksPerRequest: Int = 1) throws {
         self.descriptor = descriptor
         self.path = path
         self.chunkSize = chunkSize
         self.readAhead = readAhead
+        self.chunksPerRequest = max(1, chunksPerRequest)
         chunkCount = Int((descriptor.size + chunkSize - 1) / chunkSize)
         present = Array(repeating: false, count: chunkCount)
         inFlight = Array(repeating: false, count: chunkCount)
@@ -126,7 +132,7 @@ public final class RangedBlob: @unchecked Sendable {
     }
 
     /// The next chunk a reader is waiting for, if any.
-    func claimUrgent() -> Int? {
+    func claimUrgent() -> Range<Int>? {
         condition.lock()
         defer { condition.unlock() }
         guard failure == nil else { return nil }
@@ -134,42 +140,53 @@ public final class RangedBlob: @unchecked Sendable {
             urgent.removeFirst()
             if !present[chunk] && !inFlight[chunk] {
                 inFlight[chunk] = true
-                return chunk
+                return chunk..<chunk + 1
             }
         }
         return nil
     }
 
-    /// The next chunk in order that nobody has fetched or is fetching.
-    func claimNext() -> Int? {
+    /// The next run of chunks in order that nobody has fetched or is fetching.
+    func claimNext() -> Range<Int>? {
         condition.lock()
         defer { condition.unlock() }
         guard failure == nil else { return nil }
-        while nextSequential < chunkCount {
-            let chunk = nextSequential
+        while nextSequential < chunkCount, present[nextSequential] || inFlight[nextSequential] { nextSequential += 1 }
+        guard nextSequential < chunkCount else { return nil }
+        let start = nextSequential
+        while nextSequential < chunkCount, nextSequential - start < chunksPerRequest,
+              !present[nextSequential], !inFlight[nextSequential] {
+            inFlight[nextSequential] = true
             nextSequential += 1
-            if !present[chunk] && !inFlight[chunk] {
-                inFlight[chunk] = true
-                return chunk
-            }
         }
-        return nil
+        return start..<nextSequential
     }
 
-    func range(of chunk: Int) -> Range<Int64> {
-        Int64(chunk) * chunkSize..<min(Int64(chunk + 1) * chunkSize, descriptor.size)
+    func range(of chunks: Range<Int>) -> Range<Int64> {
+        Int64(chunks.lowerBound) * chunkSize..<min(Int64(chunks.upperBound) * chunkSize, descriptor.size)
     }
 
-    func fetch(_ chunk: Int, client: RegistryClient, endpoints: [Endpoint], reference: Reference) async throws {
+    /// One request for `chunks`; each chunk is marked present as soon as its last byte is
+    /// written, so a reader waiting for the first chunk of a long request is not held up.
+    func fetch(_ chunks: Range<Int>, client: RegistryClient, endpoints: [Endpoint], reference: Reference) async throws {
+        var next = chunks.lowerBound
         do {
-            try await client.readRange(descriptor, range(of: chunk), from: endpoints, reference: reference) { bytes, offset in
+            try await client.readRange(descriptor, range(of: chunks), from: endpoints, reference: reference) { bytes, offset in
                 try file.writeAll(bytes, at: offset)
+                let end = offset + Int64(bytes.count)
+                while next < chunks.upperBound, range(of: next..<next + 1).upperBound <= end {
+                    finish(next)
+                    next += 1
+                }
             }
         } catch {
             fail("downloading \(descriptor.digest) failed: \(error)")
             throw error
         }
-        finish(chunk)
+        while next < chunks.upperBound {
+            finish(next)
+            next += 1
+        }
     }
 
     private func finish(_ chunk: Int) {

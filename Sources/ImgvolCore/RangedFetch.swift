@@ -50,14 +50,14 @@ struct RangedFetch: Sendable {
             for _ in 0..<max(1, streams) {
                 group.addTask {
                     while true {
-                        guard let (blob, chunk) = claim() else {
+                        guard let (blob, chunks) = claim() else {
                             if background.isOn { return }
                             // Waiting for a reader or for the mount to serve.
                             try await Task.sleep(nanoseconds: 1_000_000)
                             continue
                         }
-                        try await blob.fetch(chunk, client: client, endpoints: endpoints, reference: reference)
-                        onBytes?(Int64(blob.range(of: chunk).count))
+                        try await blob.fetch(chunks, client: client, endpoints: endpoints, reference: reference)
+                        onBytes?(Int64(blob.range(of: chunks).count))
                     }
                 }
             }
@@ -65,10 +65,10 @@ struct RangedFetch: Sendable {
         }
     }
 
-    private func claim() -> (RangedBlob, Int)? {
-        for blob in blobs { if let chunk = blob.claimUrgent() { return (blob, chunk) } }
+    private func claim() -> (RangedBlob, Range<Int>)? {
+        for blob in blobs { if let chunks = blob.claimUrgent() { return (blob, chunks) } }
         guard background.isOn else { return nil }
-        for blob in blobs { if let chunk = blob.claimNext() { return (blob, chunk) } }
+        for blob in blobs { if let chunks = blob.claimNext() { return (blob, chunks) } }
         return nil
     }
 }
