@@ -52,12 +52,6 @@ public final class RangedBlob: @unchecked Sendable {
         try file.truncate(to: descriptor.size)
     }
 
-    public var isVerified: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return verifiedFlag
-    }
-
     public var failureMessage: String? {
         condition.lock()
         defer { condition.unlock() }
