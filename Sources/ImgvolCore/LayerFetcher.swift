@@ -5,6 +5,7 @@ import Logging
 import OCI
 import Registry
 import Store
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -104,10 +105,10 @@ struct LayerFetcher: Sendable {
             let path = "\(store.tmpDir)/\(layer.digest.hex).ranged-\(getpid())"
             do {
                 let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
-                let counter = ByteCounter()
+                let received = Mutex<Int64>(0)
                 let progress = self.progress
                 try await blob.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams) { bytes in
-                    progress?.layerProgress(layer.digest, bytes: counter.add(bytes))
+                    progress?.layerProgress(layer.digest, bytes: received.withLock { $0 += bytes; return $0 })
                 }
                 return Downloaded(path: path, handle: blob.file)
             } catch let error as RegistryError where error.kind == .rangeUnsupported {
@@ -151,7 +152,7 @@ struct LayerFetcher: Sendable {
         defer { try? FileSystem.remove(output) }
         let name = layer.digest.description
 
-        let decompression = Self.onThread {
+        let decompression = onThread {
             try Self.decompress(layer: name, compression: compression, source: FollowingReader(partial), to: output)
         }
         let started = ContinuousClock.now
@@ -171,7 +172,7 @@ struct LayerFetcher: Sendable {
         do {
             actual = try await decompression.value
         } catch is PartialBlob.Restarted {
-            actual = try await Self.onThread {
+            actual = try await onThread {
                 try Self.decompress(layer: name, compression: compression, source: FileByteSource(path: partial.path), to: output)
             }.value
         } catch let error as LayerError {
@@ -198,31 +199,5 @@ struct LayerFetcher: Sendable {
         }
         try file.finish()
         return hasher.finalize()
-    }
-
-    /// libarchive is blocking; run it on its own thread so the download keeps flowing.
-    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) -> Task<T, any Error> {
-        Task {
-            try await withCheckedThrowingContinuation { continuation in
-                let thread = Thread {
-                    continuation.resume(with: Result { try body() })
-                }
-                thread.stackSize = 1 << 20
-                thread.start()
-            }
-        }
-    }
-}
-
-/// A running total shared by concurrent streams.
-final class ByteCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var total: Int64 = 0
-
-    func add(_ bytes: Int64) -> Int64 {
-        lock.lock()
-        defer { lock.unlock() }
-        total += bytes
-        return total
     }
 }

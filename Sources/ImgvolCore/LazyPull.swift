@@ -35,8 +35,7 @@ public struct LazyPull: Sendable {
     let pending: [Pending]
     let fetching: Task<Void, any Error>
     let background: RangedFetch.Switch
-    let manifestBytes: [UInt8]
-    let indexBlob: (Digest, [UInt8])?
+    let resolved: Puller.Resolved
     let store: ContentStore
     let logger: Logger
     let gcLock: StoreLock
@@ -67,7 +66,7 @@ public struct LazyPull: Sendable {
         let background = RangedFetch.Switch()
         let store = puller.store
         let resolved = try await puller.resolve(reference)
-        let endpoints = [resolved.fetched.endpoint] + (try puller.client.endpoints(for: reference)).filter { $0 != resolved.fetched.endpoint }
+        let endpoints = try puller.endpoints(for: resolved, reference: reference)
         let configBytes = try await puller.config(resolved.manifest.config, endpoints: endpoints, reference: reference)
         let plan = try Puller.plan(resolved.manifest, configBytes: configBytes, reference: reference)
 
@@ -106,7 +105,7 @@ public struct LazyPull: Sendable {
             let digest = job.descriptor.digest
             if let blob = blobs[digest] {
                 if case .tar = job.content, indexes[digest] == nil {
-                    indexes[digest] = try await LayerFetcher.onThread {
+                    indexes[digest] = try await onThread {
                         try LayerIndexer.index(source: blob, size: job.descriptor.size, layer: digest.description)
                     }.value
                 }
@@ -117,14 +116,7 @@ public struct LazyPull: Sendable {
             }
         }
 
-        let record = ImageRecord(
-            digest: resolved.fetched.digest, manifestMediaType: resolved.fetched.mediaType, indexDigest: resolved.indexDigest,
-            configDigest: resolved.manifest.config.digest,
-            layers: zip(plan.layers, diffIDs).map { job, diffID in
-                ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
-                                  diffID: diffID, file: job.file)
-            },
-            platform: plan.platform, created: plan.created, pulledAt: ISO8601DateFormatter().string(from: Date()))
+        let record = plan.record(resolved, diffIDs: diffIDs)
 
         var treeLayers: [(name: String, index: LayerIndex)] = []
         var layerFiles: [OpenFile] = []
@@ -148,9 +140,7 @@ public struct LazyPull: Sendable {
         return LazyPull(
             reference: reference, record: record,
             content: MountServer.Content(digest: record.digest, tree: tree, layerFiles: layerFiles, gates: gates),
-            pending: pending, fetching: fetching ?? Task {}, background: background, manifestBytes: resolved.fetched.bytes,
-            indexBlob: resolved.indexDigest.flatMap { digest in resolved.indexBytes.map { (digest, $0) } },
-            store: store, logger: puller.logger, gcLock: gcLock)
+            pending: pending, fetching: fetching ?? Task {}, background: background, resolved: resolved, store: store, logger: puller.logger, gcLock: gcLock)
     }
 
     /// Waits for every blob, verifies and commits each, and records the image when all are in.
@@ -173,11 +163,7 @@ public struct LazyPull: Sendable {
             return false
         }
         do {
-            try store.writeBlob(manifestBytes, digest: record.digest)
-            if let (digest, bytes) = indexBlob { try store.writeBlob(bytes, digest: digest) }
-            _ = try ImageService(store: store, logger: logger).tree(of: record)
-            try store.writeImage(record)
-            try await store.setReference(reference, to: record.digest)
+            try await Puller.commit(record, resolved: resolved, reference: reference, store: store, logger: logger)
         } catch {
             logger.error("lazy mount of \(reference): every blob verified but recording the image failed: \(error)")
             return false

@@ -110,7 +110,7 @@ public struct MountServer: Sendable {
     /// and fail. Returns when unmounted; what had not arrived by then is deleted.
     public func serve(_ lazy: LazyPull, reference: String, mountpoint: String, subpath: String?) async throws {
         let sessions = SessionSlot()
-        let serving = LayerFetcher.onThread { [self] in
+        let serving = onThread { [self] in
             try serve(lazy.content, reference: reference, mountpoint: mountpoint, subpath: subpath) { sessions.set($0) }
         }
         let completion = Task { await lazy.complete { layer in sessions.invalidate(layer: layer) } }
@@ -125,6 +125,8 @@ public struct MountServer: Sendable {
 }
 
 /// The session a lazy mount's background work reaches the kernel through, once it exists.
+/// Unchecked because the session is used from two threads by design: libfuse's notify calls
+/// are safe alongside its own loop; the slot only guards handing the session over.
 private final class SessionSlot: @unchecked Sendable {
     private let lock = NSLock()
     private var session: FuseSession?

@@ -33,39 +33,40 @@ public struct Puller: Sendable {
         defer { gc.release() }
 
         let resolved = try await resolve(reference)
-        let fetched = resolved.fetched
         let manifest = resolved.manifest
-        let indexDigest = resolved.indexDigest
-        let indexBytes = resolved.indexBytes
-
-        if store.hasImage(fetched.digest), let record = try? store.readImage(fetched.digest),
+        if store.hasImage(resolved.fetched.digest), let record = try? store.readImage(resolved.fetched.digest),
            record.layers.allSatisfy({ store.hasLayer($0) }) {
             for layer in record.layers { progress?.layerFinished(layer.digest, cached: true) }
             try await store.setReference(reference, to: record.digest)
             return record
         }
 
-        let endpoints = [fetched.endpoint] + (try client.endpoints(for: reference)).filter { $0 != fetched.endpoint }
+        let endpoints = try self.endpoints(for: resolved, reference: reference)
         let configBytes = try await config(manifest.config, endpoints: endpoints, reference: reference)
         let plan = try Self.plan(manifest, configBytes: configBytes, reference: reference)
         let diffIDs = try await fetchLayers(plan, endpoints: endpoints, reference: reference)
+        let record = plan.record(resolved, diffIDs: diffIDs)
+        try await Self.commit(record, resolved: resolved, reference: reference, store: store, logger: logger)
+        return record
+    }
 
-        try store.writeBlob(fetched.bytes, digest: fetched.digest)
-        if let indexBytes, let indexDigest { try store.writeBlob(indexBytes, digest: indexDigest) }
-        let record = ImageRecord(
-            digest: fetched.digest, manifestMediaType: fetched.mediaType, indexDigest: indexDigest,
-            configDigest: manifest.config.digest,
-            layers: zip(plan.layers, diffIDs).map { job, diffID in
-                ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
-                                  diffID: diffID, file: job.file)
-            },
-            platform: plan.platform, created: plan.created, pulledAt: ISO8601DateFormatter().string(from: Date()))
-        // Merging the layers here refuses an image whose layers do not stack safely (a write
-        // through a symlink) before it is recorded, and caches the tree for the first mount.
+    /// Records a pulled image whose layers are all in the store: manifest (and index) blobs,
+    /// the merged tree, the image record, the reference last. Building the tree here refuses
+    /// an image whose layers do not stack safely (a write through a symlink) before it is
+    /// recorded, and caches the tree for the first mount.
+    static func commit(_ record: ImageRecord, resolved: Resolved, reference: Reference, store: ContentStore, logger: Logger) async throws {
+        try store.writeBlob(resolved.fetched.bytes, digest: resolved.fetched.digest)
+        if let bytes = resolved.indexBytes, let digest = resolved.indexDigest { try store.writeBlob(bytes, digest: digest) }
         _ = try ImageService(store: store, logger: logger).tree(of: record)
         try store.writeImage(record)
         try await store.setReference(reference, to: record.digest)
-        return record
+    }
+
+    /// Where blobs come from: the source that served the manifest first, then the others
+    /// (mirrors, origin) in order.
+    func endpoints(for resolved: Resolved, reference: Reference) throws -> [Endpoint] {
+        let first = resolved.fetched.endpoint
+        return [first] + (try client.endpoints(for: reference)).filter { $0 != first }
     }
 
     /// A reference resolved to one image manifest for this platform.
@@ -112,6 +113,18 @@ public struct Puller: Sendable {
         var layers: [LayerJob]
         var platform: String?
         var created: String?
+
+        /// The image record once every layer is in, `diffIDs` in layer order.
+        func record(_ resolved: Resolved, diffIDs: [Digest]) -> ImageRecord {
+            ImageRecord(
+                digest: resolved.fetched.digest, manifestMediaType: resolved.fetched.mediaType, indexDigest: resolved.indexDigest,
+                configDigest: resolved.manifest.config.digest,
+                layers: zip(layers, diffIDs).map { job, diffID in
+                    ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
+                                      diffID: diffID, file: job.file)
+                },
+                platform: platform, created: created, pulledAt: ISO8601DateFormatter().string(from: Date()))
+        }
     }
 
     /// An image's layers are tars checked against its config's diff_ids; an artifact's are

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import OCI
 import Registry
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,7 +37,8 @@ public final class RangedBlob: @unchecked Sendable {
     private var urgent: [Int] = []
     private var nextSequential = 0
     private var failure: String?
-    private var verifiedFlag = false
+    /// Read without the lock: after verification every FUSE read passes here.
+    private let verified = Atomic<Bool>(false)
 
     public init(descriptor: Descriptor, path: String, chunkSize: Int64 = 4 << 20, readAhead: Int = 2,
                 chunksPerRequest: Int = 1) throws {
@@ -67,12 +69,11 @@ public final class RangedBlob: @unchecked Sendable {
     /// `readAhead` 0 for readers that jump around (tar headers), so that nothing they will
     /// not read is fetched ahead of what they will.
     func waitFor(offset: Int64, length: Int, readAhead: Int) -> Bool {
-        guard length > 0, offset < descriptor.size else { return true }
+        guard length > 0, offset < descriptor.size, !verified.load(ordering: .acquiring) else { return true }
         let first = Int(offset / chunkSize)
         let last = Int(min(offset + Int64(length), descriptor.size) - 1) / Int(chunkSize)
         condition.lock()
         defer { condition.unlock() }
-        if verifiedFlag { return true }
         var asked = false
         for chunk in first...min(chunkCount - 1, last + readAhead) where !present[chunk] && !inFlight[chunk] {
             urgent.append(chunk)
@@ -102,7 +103,7 @@ public final class RangedBlob: @unchecked Sendable {
 
     /// The hasher following the contiguous prefix; nil when the blob failed first.
     func startHashing() -> Task<Digest?, any Error> {
-        LayerFetcher.onThread { [self] in hashInOrder() }
+        onThread { [self] in hashInOrder() }
     }
 
     /// Waits for the hash and compares it: a mismatch fails the blob for every reader.
@@ -115,14 +116,7 @@ public final class RangedBlob: @unchecked Sendable {
             fail(message)
             throw RegistryError(.digestMismatch, message)
         }
-        markVerified()
-    }
-
-    private func markVerified() {
-        condition.lock()
-        verifiedFlag = true
-        condition.broadcast()
-        condition.unlock()
+        verified.store(true, ordering: .releasing)
     }
 
     /// The next chunk a reader is waiting for, if any.

@@ -1,6 +1,6 @@
-import Foundation
 import OCI
 import Registry
+import Synchronization
 
 /// A few workers fetching the chunks of several blobs: first whatever a reader is waiting for
 /// in any blob, then the blobs in order, front to back. One pool for all of a lazy mount's
@@ -15,23 +15,14 @@ struct RangedFetch: Sendable {
     let background: Switch
 
     /// Whether the in-order download runs (a lazy mount turns it on once it serves).
-    final class Switch: @unchecked Sendable {
-        private let lock = NSLock()
-        private var on: Bool
+    final class Switch: Sendable {
+        private let on: Mutex<Bool>
 
-        init(on: Bool = false) { self.on = on }
+        init(on: Bool = false) { self.on = Mutex(on) }
 
-        var isOn: Bool {
-            lock.lock()
-            defer { lock.unlock() }
-            return on
-        }
+        var isOn: Bool { on.withLock { $0 } }
 
-        func turnOn() {
-            lock.lock()
-            on = true
-            lock.unlock()
-        }
+        func turnOn() { on.withLock { $0 = true } }
     }
 
     init(blobs: [RangedBlob], client: RegistryClient, endpoints: [Endpoint], reference: Reference,
