@@ -101,15 +101,11 @@ struct LayerFetcher: Sendable {
     /// Downloads a blob that needs no decompression, verified: a big one with several
     /// concurrent `Range` streams (hashed in order as chunks land), else one resumable stream.
     private func download(_ layer: Descriptor, direct: Bool, endpoints: [Endpoint], reference: Reference) async throws -> Downloaded {
-        if rangeStreams > 1, layer.size >= rangeThreshold, !FileSystem.exists(partialPath(layer.digest)) {
+        if usesRanges(layer) {
             let path = "\(store.tmpDir)/\(layer.digest.hex).ranged-\(getpid())"
             do {
                 let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
-                let received = Mutex<Int64>(0)
-                let progress = self.progress
-                try await blob.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams) { bytes in
-                    progress?.layerProgress(layer.digest, bytes: received.withLock { $0 += bytes; return $0 })
-                }
+                try await fetchAll(blob, endpoints: endpoints, reference: reference)
                 return Downloaded(path: path, handle: blob.file)
             } catch let error as RegistryError where error.kind == .rangeUnsupported {
                 try? FileSystem.remove(path)
@@ -147,9 +143,70 @@ struct LayerFetcher: Sendable {
 
     private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, expected: Digest?,
                                  endpoints: [Endpoint], reference: Reference) async throws -> Digest {
-        let partial = try openPartial(layer, direct: false)
         let output = "\(store.tmpDir)/\(layer.digest.hex).\(getpid()).untar"
         defer { try? FileSystem.remove(output) }
+        let actual: Digest
+        if usesRanges(layer), let ranged = try await decompressRanged(layer, compression: compression, to: output,
+                                                                     endpoints: endpoints, reference: reference) {
+            actual = ranged
+        } else {
+            actual = try await decompressStreamed(layer, compression: compression, to: output, endpoints: endpoints, reference: reference)
+        }
+        if let expected, actual != expected {
+            try? FileSystem.remove(partialPath(layer.digest))
+            throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) uncompresses to \(actual), but the image config says diff_id \(expected); the image is inconsistent, nothing was stored")
+        }
+        if !store.hasLayerTar(actual) { try store.commitLayerTar(from: output, diffID: actual) }
+        try? FileSystem.remove(partialPath(layer.digest))
+        return actual
+    }
+
+    /// Big blobs come over several streams, unless an earlier pull left a partial download
+    /// to resume.
+    private func usesRanges(_ layer: Descriptor) -> Bool {
+        rangeStreams > 1 && layer.size >= rangeThreshold && !FileSystem.exists(partialPath(layer.digest))
+    }
+
+    /// Several `Range` streams fill a sparse file while the decompressor follows its
+    /// contiguous prefix. nil when the registry ignores `Range` (the caller streams instead).
+    /// The compressed bytes are not kept: an interrupted pull starts this layer over.
+    private func decompressRanged(_ layer: Descriptor, compression: LayerCompression, to output: String,
+                                  endpoints: [Endpoint], reference: Reference) async throws -> Digest? {
+        let path = "\(store.tmpDir)/\(layer.digest.hex).ranged-\(getpid())"
+        defer { try? FileSystem.remove(path) }
+        let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
+        let name = layer.digest.description
+        // A stream that fails to decompress does not stop the download: the digest, checked
+        // at the end, tells a corrupt blob (named with both digests) from a malformed one.
+        let decompression = onThread {
+            try Self.decompress(layer: name, compression: compression, source: RangedBlobReader(blob), to: output)
+        }
+        do {
+            try await fetchAll(blob, endpoints: endpoints, reference: reference)
+        } catch {
+            _ = await decompression.result
+            if let error = error as? RegistryError, error.kind == .rangeUnsupported {
+                logger.info("\(error.message); using one stream")
+                return nil
+            }
+            throw error
+        }
+        return try await decompression.value
+    }
+
+    private func fetchAll(_ blob: RangedBlob, endpoints: [Endpoint], reference: Reference) async throws {
+        let received = Mutex<Int64>(0)
+        let progress = self.progress
+        let digest = blob.descriptor.digest
+        try await blob.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams) { bytes in
+            progress?.layerProgress(digest, bytes: received.withLock { $0 += bytes; return $0 })
+        }
+    }
+
+    /// One resumable stream into `tmp/<hex>.partial`, decompressed as it grows.
+    private func decompressStreamed(_ layer: Descriptor, compression: LayerCompression, to output: String,
+                                    endpoints: [Endpoint], reference: Reference) async throws -> Digest {
+        let partial = try openPartial(layer, direct: false)
         let name = layer.digest.description
 
         let decompression = onThread {
@@ -180,12 +237,6 @@ struct LayerFetcher: Sendable {
             throw error
         }
         logger.debug("\(layer.digest): decompressed and synced in \(ContinuousClock.now - started)")
-        if let expected, actual != expected {
-            try? FileSystem.remove(partial.path)
-            throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) uncompresses to \(actual), but the image config says diff_id \(expected); the image is inconsistent, nothing was stored")
-        }
-        if !store.hasLayerTar(actual) { try store.commitLayerTar(from: output, diffID: actual) }
-        try? FileSystem.remove(partial.path)
         return actual
     }
 

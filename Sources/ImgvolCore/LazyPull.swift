@@ -215,15 +215,3 @@ public struct LazyPull: Sendable {
 }
 
 extension RangedBlob: LayerGate {}
-
-extension RangedBlob: PositionalSource {
-    /// Reads what has arrived, waiting for (and asking first for) the chunks it needs.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
-        let length = Int(min(Int64(buffer.count), max(0, descriptor.size - offset)))
-        guard length > 0 else { return 0 }
-        guard waitFor(offset: offset, length: length, readAhead: 0) else {
-            throw RegistryError(.network, failureMessage ?? "blob \(descriptor.digest) could not be fetched")
-        }
-        return try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: offset)
-    }
-}

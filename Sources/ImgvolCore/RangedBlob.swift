@@ -1,5 +1,6 @@
 import FileIO
 import Foundation
+import Layers
 import Logging
 import OCI
 import Registry
@@ -207,5 +208,32 @@ public final class RangedBlob: @unchecked Sendable {
         }
         if chunkCount == 0 { return Digest.of([]) }
         return hasher.finalize()
+    }
+}
+
+extension RangedBlob: PositionalSource {
+    /// Reads what has arrived, waiting for (and asking first for) the chunks it needs.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
+        let length = Int(min(Int64(buffer.count), max(0, descriptor.size - offset)))
+        guard length > 0 else { return 0 }
+        guard waitFor(offset: offset, length: length, readAhead: 0) else {
+            throw RegistryError(.network, failureMessage ?? "blob \(descriptor.digest) could not be fetched")
+        }
+        return try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: offset)
+    }
+}
+
+/// Reads a ranged blob front to back, waiting for each chunk: a decompressor follows the
+/// download this way while the streams run ahead of it.
+final class RangedBlobReader: ByteSourceAdapter {
+    private let blob: RangedBlob
+    private var offset: Int64 = 0
+
+    init(_ blob: RangedBlob) { self.blob = blob }
+
+    override func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = try blob.read(into: buffer, at: offset)
+        offset += Int64(n)
+        return n
     }
 }

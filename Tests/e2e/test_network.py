@@ -209,3 +209,32 @@ def test_one_stream_when_asked(imgvol, huge_image):
     px.settle()
     gets = px.blob_gets(huge_image.big)
     assert len(gets) == 1 and gets[0].range is None and gets[0].status == 200, [(r.status, r.range) for r in gets]
+
+
+@pytest.mark.slow
+def test_big_gzip_blob_decompressed_while_ranges_arrive(imgvol, registry, publish, make_proxy, tmp_path):
+    """A compressed blob over several streams: the decompressor follows the contiguous prefix."""
+    px = make_proxy(registry.host)
+    layers = big_layers(HUGE, seed=13, compression="gzip")
+    info = publish.image(px.host, "e2e/huge-gz", "v1", layers)
+    assert len(layers[0].blob) >= 64 << 20, "the gzip blob must be big enough for ranges"
+    px.reset()
+    px.set_faults(throttle=64 << 20, only=[layers[0].digest])
+    assert imgvol.pull(info.ref) == info.manifest_digest
+    px.settle()
+    gets = px.blob_gets(layers[0].digest)
+    assert len({r.range for r in gets if r.range}) >= 5, [(r.status, r.range) for r in gets]
+    assert _max_overlap(gets) >= 2, "the ranges were fetched one after another"
+    out = tmp_path / "out"
+    imgvol.unpack(info.ref, out, "--pull", "never")
+    assert (out / "data" / "big.bin").read_bytes() == pseudo_random(HUGE, 13)
+
+
+def test_big_gzip_blob_corrupt_over_ranges_names_both_digests(imgvol, registry, publish, root):
+    layers = big_layers(HUGE, seed=17, compression="gzip")
+    info = publish.image(registry.host, "e2e/huge-gz-bad", "v1", layers)
+    registry.corrupt_blob(layers[0].digest)
+    res = imgvol.run("pull", "--tls-verify=false", info.ref)
+    assert res.rc != 0
+    assert layers[0].digest in res.stderr and "verification" in res.stderr, res.stderr
+    assert not list((root / "layers").iterdir()), "a layer entered the store"
