@@ -46,7 +46,7 @@ actor VolumeDriver {
             throw Failure("volume \(name) needs an image: podman volume create --driver imgvol --opt image=REF \(name)")
         }
         _ = try Reference(image)
-        let known = Set(["image", "ref", "subpath", "pull", "tls-verify", "platform"])
+        let known = Set(["image", "ref", "subpath", "pull", "tls-verify", "platform", "lazy"])
         if let unknown = options.keys.first(where: { !known.contains($0) }) {
             throw Failure("unknown option \"\(unknown)\" for volume \(name); known: \(known.sorted().joined(separator: ", "))")
         }
@@ -54,8 +54,12 @@ actor VolumeDriver {
             guard existing.image == image else { throw Failure("volume \(name) exists with image \(existing.image)") }
             return
         }
+        if let lazy = options["lazy"], lazy != "true", lazy != "false" {
+            throw Failure("option lazy=\(lazy) for volume \(name): use lazy=true or lazy=false")
+        }
         volumes[name] = VolumeEntry(name: name, image: image, subpath: options["subpath"], pullPolicy: options["pull"],
-                                    tlsVerify: options["tls-verify"].map { $0 != "false" }, platform: options["platform"])
+                                    tlsVerify: options["tls-verify"].map { $0 != "false" }, platform: options["platform"],
+                                    lazy: options["lazy"].map { $0 == "true" })
         try file.save(volumes)
     }
 
@@ -78,8 +82,13 @@ actor VolumeDriver {
             if MountTable.isMountpoint(path) { try? await MountLauncher(store: store).unmount(path, force: true) }
             try FileSystem.makeDirectory(path, mode: 0o755)
             let reference = try Reference(entry.image)
-            let record = try await pull(entry, reference: reference)
-            _ = try await MountLauncher(store: store).launch(reference: reference, digest: record.digest, mountpoint: path, subpath: entry.subpath)
+            let launcher = MountLauncher(store: store)
+            if entry.lazy == true, let source = try lazySource(entry, reference: reference) {
+                _ = try await launcher.launch(reference: reference, digest: nil, mountpoint: path, subpath: entry.subpath, lazy: source)
+            } else {
+                let record = try await pull(entry, reference: reference)
+                _ = try await launcher.launch(reference: reference, digest: record.digest, mountpoint: path, subpath: entry.subpath)
+            }
         }
         entry.users.insert(id)
         volumes[name] = entry
@@ -116,10 +125,25 @@ actor VolumeDriver {
         MountTable(store: store).live().contains { $0.mountpoint == path }
     }
 
+    /// The server's registry flags for a lazy mount; nil when the cache can serve it.
+    private func lazySource(_ entry: VolumeEntry, reference: Reference) throws -> MountLauncher.LazySource? {
+        let (platform, policy) = try settings(entry)
+        if policy != .always, ImageService(store: store, logger: logger).cachedImage(reference, platform: platform) != nil { return nil }
+        guard policy != .never else {
+            throw Failure("image \(reference) of volume \(entry.name) is not cached and pull=never; pull it first")
+        }
+        return MountLauncher.LazySource(
+            pullArguments: ["--tls-verify=\(entry.tlsVerify ?? true)", "--quiet", "--platform", platform.description], credentials: nil)
+    }
+
+    private func settings(_ entry: VolumeEntry) throws -> (Platform, ImageService.PullPolicy) {
+        (try entry.platform.map { try Platform(parsing: $0) } ?? .host,
+         entry.pullPolicy.flatMap(ImageService.PullPolicy.init(rawValue:)) ?? .missing)
+    }
+
     private func pull(_ entry: VolumeEntry, reference: Reference) async throws -> ImageRecord {
         let service = ImageService(store: store, logger: logger)
-        let platform = try entry.platform.map { try Platform(parsing: $0) } ?? .host
-        let policy = entry.pullPolicy.flatMap(ImageService.PullPolicy.init(rawValue:)) ?? .missing
+        let (platform, policy) = try settings(entry)
         // A cached image needs no registry client at all.
         if policy != .always, let cached = service.cachedImage(reference, platform: platform) { return cached }
         var options = RegistryClient.Options()

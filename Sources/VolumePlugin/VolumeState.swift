@@ -11,6 +11,9 @@ struct VolumeEntry: Codable, Sendable, Equatable {
     var pullPolicy: String?
     var tlsVerify: Bool?
     var platform: String?
+    /// `--opt lazy=true`: the first Mount serves before the image has arrived (podman gives a
+    /// plugin call 5 s: a big image cannot be pulled inside it).
+    var lazy: Bool?
     /// Container ids that have it mounted; the FUSE mount lives while this is not empty.
     var users: Set<String> = []
 }

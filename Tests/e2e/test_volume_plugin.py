@@ -25,7 +25,8 @@ import pytest
 from support.mounts import (FSTYPE, imgvol_mounts_under, is_mounted, kill_pid, lazy_umount,
                             models_entries, mount_entry, pid_alive, proc_mounts, subtree,
                             wait_until)
-from support.oci_layout import Layer
+from support.images import T0, pseudo_random
+from support.oci_layout import Dir, File, Layer
 from support.tree import assert_trees_equal, expected_tree, walk
 
 PLUGIN_CT = "application/vnd.docker.plugins.v1.2+json"
@@ -481,3 +482,28 @@ def test_api_bad_subpath_option(plugin, imgvol, models, sub):
         assert time.monotonic() - t0 < 5, "a bad subpath should fail fast (podman waits 5 s)"
     assert sub in data["Err"], data
     assert plugin.fuse_mounts() == []
+
+
+def test_podman_lazy_volume(ppm, plugin, imgvol, registry, publish):
+    """--opt lazy=true: the first Mount serves before the image has arrived, so a big image
+    is not pulled inside podman's 5-second plugin call; the blobs are verified and the image
+    recorded afterwards."""
+    entries = [Dir("weights", mtime=T0), File("weights/w.bin", pseudo_random(40 << 20, 41), mtime=T0),
+               File("README", "lazy\n", mtime=T0)]
+    info = publish.image(registry.host, "e2e/lazy-vol", "v1", [Layer(entries, "none")])
+    want = {p: n.sha256 for p, n in expected_tree([entries]).items() if n.type == "file"}
+    vol = ppm.unique("vol")
+    assert create_volume(ppm, vol, f"image={info.ref}", "tls-verify=false", "lazy=true").rc == 0
+    name = ppm.unique("c")
+    res = ppm.run_container(name, ["-v", f"{vol}:/model:ro"], "sh", "-c", SHA_SCRIPT)
+    assert res.rc == 0, res.describe() + "\n--- plugin log ---\n" + plugin.log_text()
+    assert parse_sha(res.stdout) == want
+    wait_until(lambda: any(i.get("digest") == info.manifest_digest for i in imgvol.images()), 60,
+               what="the lazily mounted image recorded in the store")
+    assert ppm.podman("rm", name).rc == 0
+
+
+def test_api_bad_lazy_option(plugin, models):
+    st, data = plugin.api("/VolumeDriver.Create",
+                          {"Name": "lz", "Opts": {"image": models.ref, "lazy": "maybe"}})
+    assert "lazy" in (data.get("Err") or ""), data
