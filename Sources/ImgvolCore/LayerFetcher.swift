@@ -10,14 +10,15 @@ import Synchronization
 import Glibc
 #endif
 
-/// Brings one layer into the store: download (resumable, verified), decompress alongside the
-/// download, check the diff_id, commit the uncompressed tar, index it.
+/// Brings one layer into the store: download (verified; resumable on one stream, or several
+/// `Range` streams for a big blob), decompress alongside the download, check the diff_id,
+/// commit the uncompressed tar, index it.
 struct LayerFetcher: Sendable {
     let store: ContentStore
     let client: RegistryClient
     let logger: Logger
     let progress: (any PullProgress)?
-    /// Concurrent `Range` streams for one big blob that needs no decompression (1: one stream).
+    /// Concurrent `Range` streams for one big blob (1: one stream).
     var rangeStreams = 1
     /// Blobs at least this large use `rangeStreams`.
     var rangeThreshold: Int64 = 64 << 20
