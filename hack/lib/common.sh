@@ -120,9 +120,12 @@ imgvol_resolve() {
         return
     fi
     command -v swift >/dev/null || die "swift is not on PATH (or set IMGVOL_BIN to a built imgvol)"
-    info "swift build -c release --product imgvol  (first build takes a while)"
+    # The Swift runtime and Foundation linked in: with caches dropped the binary starts in
+    # 0.09 s instead of 0.15 s (no separate libFoundation/ICU libraries to map and relocate),
+    # which is most of a cold `imgvol mount`. The Containerfile builds it the same way.
+    info "swift build -c release --static-swift-stdlib --product imgvol  (first build takes a while)"
     local blog; blog=$(mktemp)
-    if ! (cd "$REPO_ROOT" && swift build -c release --product imgvol) >"$blog" 2>&1; then
+    if ! (cd "$REPO_ROOT" && swift build -c release --static-swift-stdlib --product imgvol) >"$blog" 2>&1; then
         tail -n 40 "$blog" >&2; rm -f "$blog"
         die "swift build failed"
     fi
