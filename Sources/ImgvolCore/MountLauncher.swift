@@ -46,7 +46,7 @@ public struct MountLauncher: Sendable {
         } else if let digest {
             arguments += ["--digest", digest.description]
         }
-        FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
         guard let log = FileHandle(forWritingAtPath: logPath) else {
             throw MountServer.Failure("cannot write the mount log \(logPath)")
         }

@@ -1,0 +1,173 @@
+import CLinux
+import FileIO
+import Foundation
+import Layers
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A few threads creating regular files and copying their bytes out of the layer tars, one
+/// directory per job. The queue is bounded, so the walk producing jobs holds only a few
+/// directory descriptors open at a time.
+final class FileWriterPool: @unchecked Sendable {
+    struct File {
+        let name: String
+        let path: String
+        let node: ImageTree.Inode
+    }
+
+    /// The files of one directory; the pool closes `directoryFD` when done with it.
+    struct Job {
+        let directoryFD: Int32
+        let files: [File]
+    }
+
+    /// Files smaller than this are copied with pread/write through a buffer: for them,
+    /// copy_file_range's in-kernel splice setup costs more than the copy.
+    static let bufferSize = 1 << 20
+    /// Files this large are copied in `pieces` concurrent parts.
+    static let pieceThreshold: Int64 = 64 << 20
+    static let pieces = 4
+
+    let metadata: MetadataWriter
+    private let sources: [OpenFile]
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private let capacity: Int
+    private var running: Int
+    private var closing = false
+    private var failure: (any Error)?
+
+    init(workers: Int, sources: [OpenFile], metadata: MetadataWriter) {
+        self.sources = sources
+        self.metadata = metadata
+        capacity = workers * 8
+        running = workers
+        for n in 0..<workers {
+            let thread = Thread { [self] in work() }
+            thread.name = "imgvol-unpack-\(n)"
+            thread.stackSize = 512 << 10
+            thread.start()
+        }
+    }
+
+    /// Queues a job, waiting while the queue is full. Throws a writer's failure, so the walk
+    /// stops at the first error.
+    func submit(_ job: Job) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while failure == nil, queue.count >= capacity { condition.wait() }
+        if let failure {
+            close(job.directoryFD)
+            throw failure
+        }
+        queue.append(job)
+        condition.signal()
+    }
+
+    /// Waits for every queued job (or the first failure) and ends the threads.
+    func finish() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        closing = true
+        condition.broadcast()
+        while running > 0 { condition.wait() }
+        if let failure { throw failure }
+    }
+
+    private func work() {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        condition.lock()
+        while true {
+            while queue.isEmpty, !closing { condition.wait() }
+            guard !queue.isEmpty else { break }
+            let job = queue.removeFirst()
+            let skip = failure != nil
+            condition.broadcast()
+            condition.unlock()
+            var error: (any Error)?
+            if !skip {
+                do { try write(job, buffer: buffer) } catch let e { error = e }
+            }
+            close(job.directoryFD)
+            condition.lock()
+            if let error, failure == nil { failure = error }
+        }
+        running -= 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func write(_ job: Job, buffer: UnsafeMutableRawBufferPointer) throws {
+        for file in job.files {
+            let fd = try retryingEINTR("create", file.path) {
+                openat(job.directoryFD, file.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            }
+            defer { close(fd) }
+            if file.node.size > 0 {
+                let source = sources[Int(file.node.layer)]
+                if file.node.size < Self.bufferSize {
+                    try copyByReading(from: source, offset: file.node.dataOffset, count: file.node.size, to: fd, path: file.path, buffer: buffer)
+                } else {
+                    try copyInPieces(from: source, offset: file.node.dataOffset, count: file.node.size, to: fd, path: file.path)
+                }
+            }
+            try metadata.apply(file.node, to: fd, path: file.path)
+        }
+    }
+
+    /// A big file is copied as a few pieces at once: with the layer tar not in the page cache
+    /// (it was written with O_DIRECT), one sequential copy waits for each read in turn.
+    private func copyInPieces(from source: OpenFile, offset: Int64, count: Int64, to fd: Int32, path: String) throws {
+        let pieces = count >= Self.pieceThreshold ? Self.pieces : 1
+        let pieceSize = (count / Int64(pieces) + Int64(Self.bufferSize) - 1) / Int64(Self.bufferSize) * Int64(Self.bufferSize)
+        let failure = Mutex<(any Error)?>(nil)
+        DispatchQueue.concurrentPerform(iterations: pieces) { piece in
+            let start = Int64(piece) * pieceSize
+            let length = min(pieceSize, count - start)
+            guard length > 0 else { return }
+            do {
+                try copy(from: source, offset: offset + start, count: length, to: fd, at: start, path: path)
+            } catch {
+                failure.withLock { if $0 == nil { $0 = error } }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// In-kernel copy (reflinked where the file system can share extents).
+    private func copy(from source: OpenFile, offset: Int64, count: Int64, to fd: Int32, at start: Int64, path: String) throws {
+        var done: Int64 = 0
+        while done < count {
+            let n = imgvol_copy_file_range(source.fd, offset + done, fd, start + done, Int(min(count - done, 1 << 30)))
+            if n > 0 { done += n; continue }
+            if n == 0 { throw Unpacker.Failure(path: path, reason: "layer data ends early") }
+            if errno == EINTR { continue }
+            if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP {
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
+                defer { buffer.deallocate() }
+                try copyByReading(from: source, offset: offset + done, count: count - done, to: fd, at: start + done, path: path, buffer: buffer)
+                return
+            }
+            throw SystemError("copy_file_range", path)
+        }
+    }
+
+    private func copyByReading(from source: OpenFile, offset: Int64, count: Int64, to fd: Int32, at start: Int64 = 0,
+                               path: String, buffer: UnsafeMutableRawBufferPointer) throws {
+        var done: Int64 = 0
+        while done < count {
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), count - done))])
+            let n = try source.read(into: chunk, at: offset + done)
+            guard n > 0 else { throw Unpacker.Failure(path: path, reason: "layer data ends early") }
+            guard let base = chunk.baseAddress else { return }
+            var written = 0
+            while written < n {
+                written += try retryingEINTR("write", path) { pwrite(fd, base + written, n - written, off_t(start + done) + off_t(written)) }
+            }
+            done += Int64(n)
+        }
+    }
+}
