@@ -154,7 +154,7 @@ final class VolumeManager: Sendable {
     private func volume(_ request: PublishRequest, digest: Digest) -> PublishedVolume {
         PublishedVolume(volumeID: request.volumeID, targetPath: request.targetPath, image: request.reference.description,
                         digest: digest, subPath: request.subPath, attributes: request.attributes,
-                        publishedAt: ISO8601DateFormatter().string(from: Date()))
+                        publishedAt: UTCTimestamp.now())
     }
 
     // MARK: unpublish

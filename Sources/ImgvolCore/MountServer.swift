@@ -90,7 +90,7 @@ public struct MountServer: Sendable {
         let root = try Self.subpathRoot(subpath, in: content.tree, reference: reference)
         let table = MountTable(store: service.store)
         let entry = MountRecord(mountpoint: mountpoint, reference: reference, digest: content.digest, pid: getpid(),
-                                subpath: subpath, started: ISO8601DateFormatter().string(from: Date()))
+                                subpath: subpath, started: UTCTimestamp.now())
         let logger = self.logger
         let digest = content.digest
         let filesystem = FuseFilesystem(tree: content.tree, layerFiles: content.layerFiles, gates: content.gates, subpathRoot: root) {

@@ -123,7 +123,7 @@ public struct Puller: Sendable {
                     ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
                                       diffID: diffID, file: job.file)
                 },
-                platform: platform, created: created, pulledAt: ISO8601DateFormatter().string(from: Date()))
+                platform: platform, created: created, pulledAt: UTCTimestamp.now())
         }
     }
 
