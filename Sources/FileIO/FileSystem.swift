@@ -96,21 +96,24 @@ public enum FileSystem {
         "\(dir)/.\(name).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
     }
 
-    /// temp file + fsync + rename + directory fsync.
-    public static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDir: String, mode: mode_t = 0o644) throws(SystemError) {
+    /// temp file + fsync + rename + directory fsync. Not `durable`: temp file + rename, for
+    /// state that cannot outlive a reboot anyway (a live mount's record); readers still never
+    /// see half a file, and the caller does not wait for the disk.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDir: String, mode: mode_t = 0o644,
+                                       durable: Bool = true) throws(SystemError) {
         let name = String(path.split(separator: "/").last ?? "file")
         let tmp = temporaryPath(in: tmpDir, for: name)
         do {
             let handle = try OpenFile(path: tmp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
             try handle.writeAll(bytes)
-            try handle.sync()
+            if durable { try handle.sync() }
             handle.close()
             try rename(tmp, path)
         } catch {
             try? remove(tmp)
             throw error
         }
-        syncDirectory(parent(of: path))
+        if durable { syncDirectory(parent(of: path)) }
     }
 
     public static func parent(of path: String) -> String {
