@@ -36,6 +36,8 @@ public struct LazyPull: Sendable {
     let fetching: Task<Void, any Error>
     let background: RangedFetch.Switch
     let resolved: Puller.Resolved
+    /// The verified image config, stored with the image in `complete`.
+    let configBytes: [UInt8]
     let store: ContentStore
     let logger: Logger
     let gcLock: StoreLock
@@ -67,7 +69,7 @@ public struct LazyPull: Sendable {
         let store = puller.store
         let resolved = try await puller.resolve(reference)
         let endpoints = try puller.endpoints(for: resolved, reference: reference)
-        let configBytes = try await puller.config(resolved.manifest.config, endpoints: endpoints, reference: reference)
+        let configBytes = try await puller.config(resolved.manifest.config, endpoints: endpoints, reference: reference, storing: false)
         let plan = try Puller.plan(resolved.manifest, configBytes: configBytes, reference: reference)
 
         // Which layers must arrive lazily: raw files and uncompressed tars not yet stored.
@@ -140,7 +142,8 @@ public struct LazyPull: Sendable {
         return LazyPull(
             reference: reference, record: record,
             content: MountServer.Content(digest: record.digest, tree: tree, layerFiles: layerFiles, gates: gates),
-            pending: pending, fetching: fetching ?? Task {}, background: background, resolved: resolved, store: store, logger: puller.logger, gcLock: gcLock)
+            pending: pending, fetching: fetching ?? Task {}, background: background, resolved: resolved,
+            configBytes: configBytes, store: store, logger: puller.logger, gcLock: gcLock)
     }
 
     /// Waits for every blob, verifies and commits each, and records the image when all are in.
@@ -163,6 +166,8 @@ public struct LazyPull: Sendable {
             return false
         }
         do {
+            let config = resolved.manifest.config.digest
+            if !store.hasBlob(config) { try store.writeBlob(configBytes, digest: config) }
             try await Puller.commit(record, resolved: resolved, reference: reference, store: store, logger: logger)
         } catch {
             logger.error("lazy mount of \(reference): every blob verified but recording the image failed: \(error)")

@@ -154,8 +154,12 @@ public struct Puller: Sendable {
     }
 
     /// The config from the store, or fetched once even when several pulls race for it.
-    func config(_ descriptor: Descriptor, endpoints: [Endpoint], reference: Reference) async throws -> [UInt8] {
+    /// The image config, verified. Stored unless `storing` is false (a lazy mount stores it
+    /// with the rest once every blob has arrived, and does not wait for its fsync before
+    /// serving).
+    func config(_ descriptor: Descriptor, endpoints: [Endpoint], reference: Reference, storing: Bool = true) async throws -> [UInt8] {
         if let bytes = try? store.readBlob(descriptor.digest) { return bytes }
+        if !storing { return try await client.fetchBlob(descriptor, from: endpoints, reference: reference) }
         let lock = try await store.lock("blob-\(descriptor.digest.hex)")
         defer { lock.release() }
         if let bytes = try? store.readBlob(descriptor.digest) { return bytes }
