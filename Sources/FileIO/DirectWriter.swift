@@ -11,7 +11,10 @@ import Glibc
 /// The writes happen on a thread of their own, a few blocks behind the producer: an O_DIRECT
 /// write returns only once the device has the block, and a decompressor that waited for each
 /// one took its CPU time plus the disk's time instead of the larger of the two.
-public final class DirectWriter {
+///
+/// One producer calls `write` and `finish`; any thread may follow the file with
+/// `waitForBytes` or call `abandon` (those go through the sink's lock), hence unchecked.
+public final class DirectWriter: @unchecked Sendable {
     static let blockSize = 4 << 20
     /// Blocks in flight: one being filled, the others queued or being written.
     static let depth = 4
@@ -64,7 +67,18 @@ public final class DirectWriter {
             filled = 0
         }
         try sink.drain()
+        sink.end()
         try buffered.sync()
+    }
+
+    /// No more bytes will come (the producer failed): followers stop waiting.
+    public func abandon() { sink.end() }
+
+    /// Blocks until bytes up to `end` are in the file, or no more will come. Returns how many
+    /// bytes the file holds so far and whether that is all: a reader can follow the file
+    /// while it is written (every block before `end` reaches the file in order).
+    public func waitForBytes(upTo end: Int64) -> (available: Int64, complete: Bool) {
+        sink.waitForBytes(upTo: end)
     }
 }
 
@@ -89,6 +103,10 @@ final class BlockSink: @unchecked Sendable {
     private var stopping = false
     private var stopped = false
     private var failure: SystemError?
+    /// Bytes `[0, inFile)` are in the file: blocks are queued and written in order.
+    private var inFile: Int64 = 0
+    /// No more bytes will come (finished, failed or stopped).
+    private var ended = false
 
     init(path: String, buffered: OpenFile, direct: OpenFile?, blockSize: Int, depth: Int) {
         self.path = path
@@ -133,9 +151,25 @@ final class BlockSink: @unchecked Sendable {
     func stop() {
         condition.lock()
         stopping = true
+        ended = true
         condition.broadcast()
         while !stopped { condition.wait() }
         condition.unlock()
+    }
+
+    /// Every byte is in the file: followers stop waiting.
+    func end() {
+        condition.lock()
+        ended = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func waitForBytes(upTo end: Int64) -> (available: Int64, complete: Bool) {
+        condition.lock()
+        defer { condition.unlock() }
+        while inFile < end, !ended, failure == nil { condition.wait() }
+        return (inFile, ended || failure != nil)
     }
 
     private func run() {
@@ -150,6 +184,7 @@ final class BlockSink: @unchecked Sendable {
             condition.lock()
             writing = false
             if let error, failure == nil { failure = error }
+            if error == nil { inFile = block.offset + Int64(block.count) }
             free.append(block.buffer)
             condition.broadcast()
         }

@@ -39,6 +39,7 @@ struct LayerFetcher: Sendable {
                 return known
             }
             let diffID: Digest
+            var index: LayerIndex?
             if let known, store.hasLayerTar(known) {
                 diffID = known
             } else {
@@ -47,16 +48,23 @@ struct LayerFetcher: Sendable {
                     diffID = layer.digest
                     try await fetchUncompressed(layer, diffID: known ?? layer.digest, endpoints: endpoints, reference: reference)
                 } else {
-                    diffID = try await fetchCompressed(layer, compression: compression, expected: known, endpoints: endpoints, reference: reference)
+                    (diffID, index) = try await fetchCompressed(layer, compression: compression, expected: known,
+                                                                endpoints: endpoints, reference: reference)
                 }
             }
-            if !store.hasLayer(diffID) { try index(layer, diffID: diffID) }
+            if !store.hasLayer(diffID) { try commitIndex(layer, diffID: diffID, streamed: index) }
             progress?.layerFinished(layer.digest, cached: false)
             return diffID
         }
     }
 
-    private func index(_ layer: Descriptor, diffID: Digest) throws {
+    /// Commits the index made while the layer was decompressed, or indexes the stored tar.
+    private func commitIndex(_ layer: Descriptor, diffID: Digest, streamed: LayerIndex?) throws {
+        if let streamed {
+            try store.commitLayerIndex(streamed, diffID: diffID)
+            logger.debug("\(layer.digest): indexed \(streamed.entries.count) entries while decompressing")
+            return
+        }
         let indexing = ContinuousClock.now
         let index: LayerIndex
         do {
@@ -143,23 +151,24 @@ struct LayerFetcher: Sendable {
     }
 
     private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, expected: Digest?,
-                                 endpoints: [Endpoint], reference: Reference) async throws -> Digest {
+                                 endpoints: [Endpoint], reference: Reference) async throws -> (Digest, LayerIndex?) {
         let output = "\(store.tmpDir)/\(layer.digest.hex).\(getpid()).untar"
         defer { try? FileSystem.remove(output) }
-        let actual: Digest
+        let result: Decompressed
         if usesRanges(layer), let ranged = try await decompressRanged(layer, compression: compression, to: output,
                                                                      endpoints: endpoints, reference: reference) {
-            actual = ranged
+            result = ranged
         } else {
-            actual = try await decompressStreamed(layer, compression: compression, to: output, endpoints: endpoints, reference: reference)
+            result = try await decompressStreamed(layer, compression: compression, to: output, endpoints: endpoints, reference: reference)
         }
+        let actual = result.diffID
         if let expected, actual != expected {
             try? FileSystem.remove(partialPath(layer.digest))
             throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) uncompresses to \(actual), but the image config says diff_id \(expected); the image is inconsistent, nothing was stored")
         }
         if !store.hasLayerTar(actual) { try store.commitLayerTar(from: output, diffID: actual) }
         try? FileSystem.remove(partialPath(layer.digest))
-        return actual
+        return (actual, result.index)
     }
 
     /// Big blobs come over several streams, unless an earlier pull left a partial download
@@ -172,7 +181,7 @@ struct LayerFetcher: Sendable {
     /// contiguous prefix. nil when the registry ignores `Range` (the caller streams instead).
     /// The compressed bytes are not kept: an interrupted pull starts this layer over.
     private func decompressRanged(_ layer: Descriptor, compression: LayerCompression, to output: String,
-                                  endpoints: [Endpoint], reference: Reference) async throws -> Digest? {
+                                  endpoints: [Endpoint], reference: Reference) async throws -> Decompressed? {
         let path = "\(store.tmpDir)/\(layer.digest.hex).ranged-\(getpid())"
         defer { try? FileSystem.remove(path) }
         let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
@@ -206,7 +215,7 @@ struct LayerFetcher: Sendable {
 
     /// One resumable stream into `tmp/<hex>.partial`, decompressed as it grows.
     private func decompressStreamed(_ layer: Descriptor, compression: LayerCompression, to output: String,
-                                    endpoints: [Endpoint], reference: Reference) async throws -> Digest {
+                                    endpoints: [Endpoint], reference: Reference) async throws -> Decompressed {
         let partial = try openPartial(layer, direct: false)
         let name = layer.digest.description
 
@@ -226,7 +235,7 @@ struct LayerFetcher: Sendable {
             }
             throw error
         }
-        var actual: Digest
+        var actual: Decompressed
         do {
             actual = try await decompression.value
         } catch is PartialBlob.Restarted {
@@ -241,15 +250,28 @@ struct LayerFetcher: Sendable {
         return actual
     }
 
-    /// Decompresses into `output` (fsynced), returning the uncompressed digest.
-    private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String) throws -> Digest {
+    /// A decompressed layer tar: its digest, and its index when following the writer made one.
+    struct Decompressed: Sendable {
+        let diffID: Digest
+        let index: LayerIndex?
+    }
+
+    /// Decompresses into `output` (fsynced), indexing it on the way.
+    private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String) throws -> Decompressed {
         let file = try DirectWriter(path: output)
+        let indexer = FollowingIndexer(writer: file, path: output, layer: layer)
         var hasher = DigestHasher()
-        try LayerDecompressor.run(layer: layer, compression: compression, source: source) { bytes in
-            try file.write(bytes)
-            hasher.update(bytes)
+        do {
+            try LayerDecompressor.run(layer: layer, compression: compression, source: source) { bytes in
+                try file.write(bytes)
+                hasher.update(bytes)
+            }
+            try file.finish()
+        } catch {
+            file.abandon()
+            _ = indexer.join()
+            throw error
         }
-        try file.finish()
-        return hasher.finalize()
+        return Decompressed(diffID: hasher.finalize(), index: indexer.join())
     }
 }
