@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Layers", "OCI"]),
         .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "OCI", "TestSupport"]),
-        .testTarget(name: "ImgvolCoreTests", dependencies: ["ImgvolCore"]),
+        .testTarget(name: "ImgvolCoreTests", dependencies: ["ImgvolCore", "FileIO", "Layers", "TestSupport"]),
         .testTarget(name: "CSITests", dependencies: ["CSI", "CSIProto", "ImgvolCore", "OCI", "Registry", "Store",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

@@ -69,7 +69,11 @@ public final class DirectWriter: @unchecked Sendable {
         try sink.drain()
         sink.end()
         try buffered.sync()
+        finished = true
     }
+
+    /// Every byte is in the file and synced (set by `finish`, read by its caller's thread).
+    public private(set) var finished = false
 
     /// No more bytes will come (the producer failed): followers stop waiting.
     public func abandon() { sink.end() }

@@ -11,10 +11,12 @@ import Layers
 /// nil, and the caller indexes the finished file as before.
 final class FollowingIndexer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
+    private let writer: DirectWriter
     private var result: LayerIndex?
 
     /// Starts following `writer`'s file at `path` on a thread of its own.
     init(writer: DirectWriter, path: String, layer: String) {
+        self.writer = writer
         let thread = Thread { [self] in
             defer { done.signal() }
             guard let file = try? OpenFile.openRead(path) else { return }
@@ -27,10 +29,11 @@ final class FollowingIndexer: @unchecked Sendable {
         thread.start()
     }
 
-    /// Waits for the indexer; call after the writer has finished or failed.
+    /// Waits for the indexer; call after the writer has finished or failed. nil unless the
+    /// writer finished: what an abandoned writer left may parse as a shorter, valid tar.
     func join() -> LayerIndex? {
         done.wait()
-        return result
+        return writer.finished ? result : nil
     }
 }
 
