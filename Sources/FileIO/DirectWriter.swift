@@ -4,8 +4,9 @@ import Glibc
 #endif
 
 /// Writes a new file sequentially through O_DIRECT in 4 MiB aligned blocks, for large files
-/// nobody reads while they are written: it skips the copy into the page cache, the largest
-/// CPU cost of writing a layer on these machines. The unaligned tail goes through an ordinary
+/// not read again soon (a follower reads behind the writer from disk, not from the page
+/// cache): it skips the copy into the page cache, the largest CPU cost of writing a layer on
+/// these machines. The unaligned tail goes through an ordinary
 /// descriptor; where O_DIRECT is refused (tmpfs) everything does.
 ///
 /// The writes happen on a thread of their own, a few blocks behind the producer: an O_DIRECT
@@ -27,6 +28,8 @@ public final class DirectWriter: @unchecked Sendable {
     private var current: UnsafeMutableRawBufferPointer
     private var filled = 0
     private var offset: Int64 = 0
+    /// Every byte is in the file and synced (set by `finish`, read by its caller's thread).
+    public private(set) var finished = false
 
     public init(path: String) throws(SystemError) {
         self.path = path
@@ -71,9 +74,6 @@ public final class DirectWriter: @unchecked Sendable {
         try buffered.sync()
         finished = true
     }
-
-    /// Every byte is in the file and synced (set by `finish`, read by its caller's thread).
-    public private(set) var finished = false
 
     /// No more bytes will come (the producer failed): followers stop waiting.
     public func abandon() { sink.end() }
