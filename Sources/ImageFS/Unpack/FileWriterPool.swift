@@ -102,25 +102,25 @@ final class FileWriterPool: @unchecked Sendable {
 
     private func write(_ job: Job, buffer: UnsafeMutableRawBufferPointer) throws {
         for file in job.files {
-            let fd = try retryingEINTR("create", file.path) {
+            let target = OpenFile(adopting: try retryingEINTR("create", file.path) {
                 openat(job.directoryFD, file.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            }
-            defer { close(fd) }
+            }, path: file.path)
+            defer { target.close() }
             if file.node.size > 0 {
                 let source = sources[Int(file.node.layer)]
                 if file.node.size < Self.bufferSize {
-                    try copyByReading(from: source, offset: file.node.dataOffset, count: file.node.size, to: fd, path: file.path, buffer: buffer)
+                    try copyByReading(from: source, offset: file.node.dataOffset, count: file.node.size, to: target, buffer: buffer)
                 } else {
-                    try copyInPieces(from: source, offset: file.node.dataOffset, count: file.node.size, to: fd, path: file.path)
+                    try copyInPieces(from: source, offset: file.node.dataOffset, count: file.node.size, to: target)
                 }
             }
-            try metadata.apply(file.node, to: fd, path: file.path)
+            try metadata.apply(file.node, to: target.fd, path: file.path)
         }
     }
 
     /// A big file is copied as a few pieces at once: with the layer tar not in the page cache
     /// (it was written with O_DIRECT), one sequential copy waits for each read in turn.
-    private func copyInPieces(from source: OpenFile, offset: Int64, count: Int64, to fd: Int32, path: String) throws {
+    private func copyInPieces(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile) throws {
         let pieces = count >= Self.pieceThreshold ? Self.pieces : 1
         let pieceSize = (count / Int64(pieces) + Int64(Self.bufferSize) - 1) / Int64(Self.bufferSize) * Int64(Self.bufferSize)
         let failure = Mutex<(any Error)?>(nil)
@@ -129,7 +129,7 @@ final class FileWriterPool: @unchecked Sendable {
             let length = min(pieceSize, count - start)
             guard length > 0 else { return }
             do {
-                try copy(from: source, offset: offset + start, count: length, to: fd, at: start, path: path)
+                try copy(from: source, offset: offset + start, count: length, to: target, at: start)
             } catch {
                 failure.withLock { if $0 == nil { $0 = error } }
             }
@@ -138,35 +138,31 @@ final class FileWriterPool: @unchecked Sendable {
     }
 
     /// In-kernel copy (reflinked where the file system can share extents).
-    private func copy(from source: OpenFile, offset: Int64, count: Int64, to fd: Int32, at start: Int64, path: String) throws {
+    private func copy(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile, at start: Int64) throws {
         var done: Int64 = 0
         while done < count {
-            let n = imgvol_copy_file_range(source.fd, offset + done, fd, start + done, Int(min(count - done, 1 << 30)))
+            let n = imgvol_copy_file_range(source.fd, offset + done, target.fd, start + done, Int(min(count - done, 1 << 30)))
             if n > 0 { done += n; continue }
-            if n == 0 { throw Unpacker.Failure(path: path, reason: "layer data ends early") }
+            if n == 0 { throw Unpacker.Failure(path: target.path, reason: "layer data ends early") }
             if errno == EINTR { continue }
             if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP {
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
                 defer { buffer.deallocate() }
-                try copyByReading(from: source, offset: offset + done, count: count - done, to: fd, at: start + done, path: path, buffer: buffer)
+                try copyByReading(from: source, offset: offset + done, count: count - done, to: target, at: start + done, buffer: buffer)
                 return
             }
-            throw SystemError("copy_file_range", path)
+            throw SystemError("copy_file_range", target.path)
         }
     }
 
-    private func copyByReading(from source: OpenFile, offset: Int64, count: Int64, to fd: Int32, at start: Int64 = 0,
-                               path: String, buffer: UnsafeMutableRawBufferPointer) throws {
+    private func copyByReading(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile, at start: Int64 = 0,
+                               buffer: UnsafeMutableRawBufferPointer) throws {
         var done: Int64 = 0
         while done < count {
             let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), count - done))])
             let n = try source.read(into: chunk, at: offset + done)
-            guard n > 0 else { throw Unpacker.Failure(path: path, reason: "layer data ends early") }
-            guard let base = chunk.baseAddress else { return }
-            var written = 0
-            while written < n {
-                written += try retryingEINTR("write", path) { pwrite(fd, base + written, n - written, off_t(start + done) + off_t(written)) }
-            }
+            guard n > 0 else { throw Unpacker.Failure(path: target.path, reason: "layer data ends early") }
+            try target.writeAll(UnsafeRawBufferPointer(rebasing: chunk[0..<n]), at: start + done)
             done += Int64(n)
         }
     }
