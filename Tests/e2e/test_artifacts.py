@@ -504,6 +504,20 @@ def assert_about_one_copy(root, what: str) -> None:
     assert apparent >= GiB, f"{what}: the store is smaller than the data? ({detail})"
 
 
+def pull_and_read_once(imgvol, mounter, root, pushed, relpath, pat):
+    """Pulls `pushed`, mounts it and reads the 1 GiB file at `relpath` cold, checking that
+    the store holds about one copy of it before and after; returns the mountpoint."""
+    assert imgvol.pull(pushed.reference, timeout=900) == pushed.manifest_digest
+    assert_about_one_copy(root, "after pull")
+    mp = mounter.mount_ok(pushed.reference, None, "--pull", "never")
+    path = os.path.join(mp, relpath)
+    assert os.stat(path).st_size == GiB
+    drop_cache(path)
+    assert sha256_file(path) == pat.sha256()
+    assert_about_one_copy(root, "after reading it through the mount")
+    return mp
+
+
 @pytest.mark.slow
 def test_zero_copy_raw_layer(imgvol, registry, mounter, root, tmp_path):
     """A 1 GiB raw layer costs 1 GiB in the store, not 2."""
@@ -520,14 +534,7 @@ def test_zero_copy_raw_layer(imgvol, registry, mounter, root, tmp_path):
             artifact_type=MT_MODEL_MANIFEST)
     finally:
         src.unlink()
-    assert imgvol.pull(pushed.reference, timeout=900) == pushed.manifest_digest
-    assert_about_one_copy(root, "after pull")
-    mp = mounter.mount_ok(pushed.reference, None, "--pull", "never")
-    path = os.path.join(mp, "model.safetensors")
-    assert os.stat(path).st_size == GiB
-    drop_cache(path)
-    assert sha256_file(path) == pat.sha256()
-    assert_about_one_copy(root, "after reading it through the mount")
+    pull_and_read_once(imgvol, mounter, root, pushed, "model.safetensors", pat)
 
 
 @pytest.mark.slow
@@ -544,12 +551,5 @@ def test_zero_copy_uncompressed_tar_layer(imgvol, registry, mounter, root, tmp_p
                             [Blob.from_file(MT_OCI_LAYER, src, digest=blob_digest)])
     finally:
         src.unlink()
-    assert imgvol.pull(pushed.reference, timeout=900) == pushed.manifest_digest
-    assert_about_one_copy(root, "after pull")
-    mp = mounter.mount_ok(pushed.reference, None, "--pull", "never")
-    path = os.path.join(mp, "data/big.bin")
-    assert os.stat(path).st_size == GiB
+    mp = pull_and_read_once(imgvol, mounter, root, pushed, "data/big.bin", pat)
     assert Path(mp, "data/small.txt").read_text() == "small\n"
-    drop_cache(path)
-    assert sha256_file(path) == pat.sha256()
-    assert_about_one_copy(root, "after reading it through the mount")
