@@ -78,10 +78,10 @@ public final class DirectWriter: @unchecked Sendable {
     /// No more bytes will come (the producer failed): followers stop waiting.
     public func abandon() { sink.end() }
 
-    /// Blocks until bytes up to `end` are in the file, or no more will come. Returns how many
-    /// bytes the file holds so far and whether that is all: a reader can follow the file
-    /// while it is written (every block before `end` reaches the file in order).
-    public func waitForBytes(upTo end: Int64) -> (available: Int64, complete: Bool) {
+    /// Blocks until bytes up to `end` are in the file, or no more will come, and returns how
+    /// many bytes the file holds: a reader can follow the file while it is written (blocks
+    /// reach the file in order).
+    public func waitForBytes(upTo end: Int64) -> Int64 {
         sink.waitForBytes(upTo: end)
     }
 }
@@ -169,11 +169,11 @@ final class BlockSink: @unchecked Sendable {
         condition.unlock()
     }
 
-    func waitForBytes(upTo end: Int64) -> (available: Int64, complete: Bool) {
+    func waitForBytes(upTo end: Int64) -> Int64 {
         condition.lock()
         defer { condition.unlock() }
         while inFile < end, !ended, failure == nil { condition.wait() }
-        return (inFile, ended || failure != nil)
+        return inFile
     }
 
     private func run() {

@@ -48,7 +48,7 @@ private final class WrittenFile: PositionalSource {
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
-        let (available, _) = writer.waitForBytes(upTo: offset + Int64(buffer.count))
+        let available = writer.waitForBytes(upTo: offset + Int64(buffer.count))
         let count = Int(max(0, min(Int64(buffer.count), available - offset)))
         guard count > 0 else { return 0 }
         return try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
