@@ -26,6 +26,8 @@ let package = Package(
         // C libraries, each behind one module map.
         .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // ISA-L's inflate: gzip layers decompress several times faster than with zlib.
+        .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
 
         // Syscalls with errno-carrying errors; owned file descriptors.
         .target(name: "CLinux"),
@@ -48,7 +50,7 @@ let package = Package(
         // libarchive is linked statically: only the objects imgvol calls come in (tar, gzip,
         // zstd), not the shared library's dependencies (libxml2, and through it ICU's 30 MB of
         // data), whose loading was a fifth of a cold `imgvol mount` (0.22 -> 0.15 s measured).
-        .target(name: "Layers", dependencies: ["OCI", "FileIO", "CArchive"],
+        .target(name: "Layers", dependencies: ["OCI", "FileIO", "CArchive", "CISAL"],
                 linkerSettings: [.linkedLibrary(":libarchive.a"), .linkedLibrary("z"), .linkedLibrary("zstd")]),
         // The on-disk content-addressed cache.
         .target(name: "Store", dependencies: ["OCI", "FileIO", "Layers"]),

@@ -4,18 +4,21 @@ import OCI
 import Glibc
 #endif
 
-/// Streams a compressed layer through libarchive's gzip or zstd filter and hands the
+/// Streams a compressed layer through ISA-L (gzip) or libarchive's zstd filter and hands the
 /// uncompressed tar bytes to `sink` in order. Runs synchronously: callers put it on its own
 /// thread so it overlaps with the download it reads from.
 public enum LayerDecompressor {
     public static func run(layer: String, compression: LayerCompression, source: any ByteSource,
                            sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        if compression == .gzip {
+            try GzipInflater(layer: layer).run(source: source, sink: sink)
+            return
+        }
         let reader = try ArchiveReader(layer: layer)
         let a = reader.handle
         switch compression {
-        case .gzip: try reader.check(archive_read_support_filter_gzip(a), "gzip support")
         case .zstd: try reader.check(archive_read_support_filter_zstd(a), "zstd support")
-        case .none: try reader.check(archive_read_support_filter_none(a), "raw support")
+        case .none, .gzip: try reader.check(archive_read_support_filter_none(a), "raw support")
         }
         try reader.check(archive_read_support_format_raw(a), "raw format")
         try reader.check(archive_read_support_format_empty(a), "empty format")

@@ -1,0 +1,4 @@
+#ifndef IMGVOL_CISAL_SHIM_H
+#define IMGVOL_CISAL_SHIM_H
+#include <isa-l/igzip_lib.h>
+#endif
