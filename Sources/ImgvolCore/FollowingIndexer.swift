@@ -11,11 +11,11 @@ import Layers
 /// nil, and the caller indexes the finished file as before.
 final class FollowingIndexer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
-    private let writer: DirectWriter
+    private let writer: BackgroundFileWriter
     private var result: LayerIndex?
 
     /// Starts following `writer`'s file at `path` on a thread of its own.
-    init(writer: DirectWriter, path: String, layer: String) {
+    init(writer: BackgroundFileWriter, path: String, layer: String) {
         self.writer = writer
         let thread = Thread { [self] in
             defer { done.signal() }
@@ -37,12 +37,12 @@ final class FollowingIndexer: @unchecked Sendable {
     }
 }
 
-/// Reads what a `DirectWriter` has put in its file, waiting for bytes still to come.
+/// Reads what a `BackgroundFileWriter` has put in its file, waiting for bytes still to come.
 private final class WrittenFile: PositionalSource {
-    let writer: DirectWriter
+    let writer: BackgroundFileWriter
     let file: OpenFile
 
-    init(writer: DirectWriter, file: OpenFile) {
+    init(writer: BackgroundFileWriter, file: OpenFile) {
         self.writer = writer
         self.file = file
     }

@@ -258,7 +258,7 @@ struct LayerFetcher: Sendable {
 
     /// Decompresses into `output` (fsynced), indexing it on the way.
     private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String) throws -> Decompressed {
-        let file = try DirectWriter(path: output)
+        let file = try BackgroundFileWriter(path: output)
         let indexer = FollowingIndexer(writer: file, path: output, layer: layer)
         var hasher = DigestHasher()
         do {

@@ -7,7 +7,7 @@ import TestSupport
 
 @Suite("FollowingIndexer")
 struct FollowingIndexerTests {
-    /// A tar written through a DirectWriter in small pieces (as a decompressor does) and
+    /// A tar written through a BackgroundFileWriter in small pieces (as a decompressor does) and
     /// indexed while it is written gives exactly the index of the finished file.
     @Test func indexesWhatTheWriterWritesAsTheFinishedFileWould() throws {
         try withTempDir { dir in
@@ -20,7 +20,7 @@ struct FollowingIndexerTests {
             let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: source)))
 
             let output = dir + "/written.tar"
-            let writer = try DirectWriter(path: output)
+            let writer = try BackgroundFileWriter(path: output)
             let indexer = FollowingIndexer(writer: writer, path: output, layer: "test")
             var offset = 0
             while offset < bytes.count {
@@ -43,7 +43,7 @@ struct FollowingIndexerTests {
             try makeTar((0..<50).map { .file("f\($0)", Array(repeating: 1, count: 10_000)) }, at: source)
             let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: source)))
             let output = dir + "/written.tar"
-            let writer = try DirectWriter(path: output)
+            let writer = try BackgroundFileWriter(path: output)
             let indexer = FollowingIndexer(writer: writer, path: output, layer: "test")
             try bytes[0..<(bytes.count / 2)].withUnsafeBytes { try writer.write($0) }
             writer.abandon()

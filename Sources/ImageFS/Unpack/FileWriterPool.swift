@@ -119,7 +119,8 @@ final class FileWriterPool: @unchecked Sendable {
     }
 
     /// A big file is copied as a few pieces at once: with the layer tar not in the page cache
-    /// (it was written with O_DIRECT), one sequential copy waits for each read in turn.
+    /// (pulled long ago, or an uncompressed layer fetched in one stream with O_DIRECT), one
+    /// sequential copy waits for each read in turn.
     private func copyInPieces(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile) throws {
         let pieces = count >= Self.pieceThreshold ? Self.pieces : 1
         let pieceSize = (count / Int64(pieces) + Int64(Self.bufferSize) - 1) / Int64(Self.bufferSize) * Int64(Self.bufferSize)
