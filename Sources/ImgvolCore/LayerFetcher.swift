@@ -177,22 +177,22 @@ struct LayerFetcher: Sendable {
         rangeStreams > 1 && layer.size >= rangeThreshold && !FileSystem.exists(partialPath(layer.digest))
     }
 
-    /// Several `Range` streams fill a sparse file while the decompressor follows its
-    /// contiguous prefix. nil when the registry ignores `Range` (the caller streams instead).
-    /// The compressed bytes are not kept: an interrupted pull starts this layer over.
+    /// Several `Range` streams fill a window in memory that the hasher and the decompressor
+    /// follow. nil when the registry ignores `Range` (the caller streams instead). The
+    /// compressed bytes are not kept: an interrupted pull starts this layer over.
     private func decompressRanged(_ layer: Descriptor, compression: LayerCompression, to output: String,
                                   endpoints: [Endpoint], reference: Reference) async throws -> Decompressed? {
-        let path = "\(store.tmpDir)/\(layer.digest.hex).ranged-\(getpid())"
-        defer { try? FileSystem.remove(path) }
-        let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
+        let stream = RangedStream(descriptor: layer)
         let name = layer.digest.description
         // A stream that fails to decompress does not stop the download: the digest, checked
         // at the end, tells a corrupt blob (named with both digests) from a malformed one.
         let decompression = onThread {
-            try Self.decompress(layer: name, compression: compression, source: RangedBlobReader(blob), to: output)
+            defer { stream.decompressorFinished() }
+            return try Self.decompress(layer: name, compression: compression, source: RangedStreamReader(stream), to: output)
         }
         do {
-            try await fetchAll(blob, endpoints: endpoints, reference: reference)
+            try await stream.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams,
+                                      onBytes: progressCounter(layer.digest))
         } catch {
             _ = await decompression.result
             if let error = error as? RegistryError, error.kind == .rangeUnsupported {
@@ -205,12 +205,15 @@ struct LayerFetcher: Sendable {
     }
 
     private func fetchAll(_ blob: RangedBlob, endpoints: [Endpoint], reference: Reference) async throws {
+        try await blob.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams,
+                                onBytes: progressCounter(blob.descriptor.digest))
+    }
+
+    /// Adds up the bytes that concurrent streams report, for the progress display.
+    private func progressCounter(_ digest: Digest) -> @Sendable (Int64) -> Void {
         let received = Mutex<Int64>(0)
         let progress = self.progress
-        let digest = blob.descriptor.digest
-        try await blob.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams) { bytes in
-            progress?.layerProgress(digest, bytes: received.withLock { $0 += bytes; return $0 })
-        }
+        return { bytes in progress?.layerProgress(digest, bytes: received.withLock { $0 += bytes; return $0 }) }
     }
 
     /// One resumable stream into `tmp/<hex>.partial`, decompressed as it grows.

@@ -238,3 +238,30 @@ def test_big_gzip_blob_corrupt_over_ranges_names_both_digests(imgvol, registry, 
     assert res.rc != 0
     assert layers[0].digest in res.stderr and "verification" in res.stderr, res.stderr
     assert not list((root / "layers").iterdir()), "a layer entered the store"
+
+
+def test_big_gzip_blob_that_does_not_decompress_fails_without_hanging(imgvol, registry, publish, root):
+    """The decompressor gives up at the first bytes while most of the blob is still to come:
+    with two streams the memory window (4 chunks) is smaller than the blob (5), so the download
+    must go on without its reader, and the pull must end with the decompression error."""
+    blob = b"\x1f\x8b\x07\x00" + bytes(6) + pseudo_random(HUGE, 19)   # method 7: not deflate
+    layer = Layer.from_blob(blob, "gzip")
+    info = publish.image(registry.host, "e2e/huge-gz-malformed", "v1", [layer])
+    res = imgvol.run("pull", "--tls-verify=false", info.ref, timeout=60,
+                     extra_env={"IMGVOL_RANGE_STREAMS": "2"})
+    assert res.rc != 0, res.describe()
+    assert layer.digest in res.stderr and "gzip" in res.stderr, res.stderr
+    assert not list((root / "layers").iterdir()), "a layer entered the store"
+
+
+@pytest.mark.slow
+def test_big_gzip_blob_over_two_streams_is_bounded_by_its_window(imgvol, registry, publish, tmp_path):
+    """Two streams keep at most 4 chunks in memory; a 5-chunk blob still arrives whole."""
+    layers = big_layers(HUGE, seed=23, compression="gzip")
+    info = publish.image(registry.host, "e2e/huge-gz-two", "v1", layers)
+    res = imgvol.run("pull", "--tls-verify=false", info.ref, timeout=60,
+                     extra_env={"IMGVOL_RANGE_STREAMS": "2"})
+    assert res.rc == 0, res.describe()
+    out = tmp_path / "out"
+    imgvol.unpack(info.ref, out, "--pull", "never")
+    assert (out / "data" / "big.bin").read_bytes() == pseudo_random(HUGE, 23)
