@@ -125,6 +125,39 @@ struct UnpackerTests {
         }
     }
 
+    /// Files are created with their final permission bits and chown/chmod are skipped when
+    /// they already match: a mode the umask narrows, and a target whose setgid bit gives new
+    /// entries its group, must still end up as the image says.
+    @Test func modesAndOwnersSurviveUmaskAndASetgidTarget() throws {
+        try withTempDir { dir in
+            let tar = dir + "/l.tar"
+            try makeTar([
+                .file("wide", "w", mode: 0o666),
+                .file("plain", "p", mode: 0o644),
+                .dir("sub", mode: 0o777),
+                .file("sub/inner", "i", mode: 0o640),
+            ], at: tar)
+            let tree = try ImageTree.build(layers: [(name: "l", index: try LayerIndexer.index(tarPath: tar, layer: "l"))])
+            let out = dir + "/setgid-out"
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+            let asRoot = geteuid() == 0
+            if asRoot { #expect(chown(out, 0, 4321) == 0) }
+            #expect(chmod(out, 0o2775) == 0)
+            let previous = umask(0o022)
+            defer { umask(previous) }
+            try Unpacker(tree: tree, layerFiles: [tar]).unpack(into: out)
+            #expect(mode(out + "/wide") == 0o666)
+            #expect(mode(out + "/plain") == 0o644)
+            #expect(mode(out + "/sub") == 0o777, "no setgid bit inherited from the target")
+            #expect(mode(out + "/sub/inner") == 0o640)
+            if asRoot {
+                for path in ["wide", "plain", "sub", "sub/inner"] {
+                    #expect(lstatOf(out + "/" + path)?.st_gid == 0, "\(path) keeps the image's group")
+                }
+            }
+        }
+    }
+
     @Test func refusesANonEmptyTarget() throws {
         try withTempDir { dir in
             let (tree, tars) = try image(in: dir)

@@ -21,6 +21,8 @@ final class FileWriterPool: @unchecked Sendable {
     struct Job {
         let directoryFD: Int32
         let files: [File]
+        /// New files there belong to the process (the directory has no setgid bit).
+        let ownedByProcess: Bool
     }
 
     /// Files smaller than this are copied with pread/write through a buffer: for them,
@@ -102,8 +104,9 @@ final class FileWriterPool: @unchecked Sendable {
 
     private func write(_ job: Job, buffer: UnsafeMutableRawBufferPointer) throws {
         for file in job.files {
+            let mode = MetadataWriter.creationMode(file.node)
             let target = OpenFile(adopting: try retryingEINTR("create", file.path) {
-                openat(job.directoryFD, file.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                openat(job.directoryFD, file.name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
             }, path: file.path)
             defer { target.close() }
             if file.node.size > 0 {
@@ -114,7 +117,8 @@ final class FileWriterPool: @unchecked Sendable {
                     try copyInPieces(from: source, offset: file.node.dataOffset, count: file.node.size, to: target)
                 }
             }
-            try metadata.apply(file.node, to: target.fd, path: file.path)
+            try metadata.apply(file.node, to: target.fd, path: file.path,
+                               created: .init(mode: mode, ownedByProcess: job.ownedByProcess))
         }
     }
 

@@ -34,6 +34,9 @@ public struct Unpacker {
         self.layerFiles = layerFiles
     }
 
+    /// Directories stay private to the process until the second pass gives them their mode.
+    static let newDirectoryMode: mode_t = 0o700
+
     /// A later name for an inode already created: made by `linkat` in the second pass.
     private struct HardLink {
         let name: String
@@ -46,19 +49,23 @@ public struct Unpacker {
         let sources = try layerFiles.map { try OpenFile.openRead($0) }
         let rootFD = try openDirectory(AT_FDCWD, target, path: target)
         defer { close(rootFD) }
+        var rootStat = stat()
+        if fstat(rootFD, &rootStat) != 0 { throw SystemError("stat", target) }
+        let rootSetsGroup = rootStat.st_mode & S_ISGID != 0
         let metadata = MetadataWriter(asRoot: geteuid() == 0)
         var links: [UInt32: [HardLink]] = [:]
         let pool = FileWriterPool(workers: max(1, writers), sources: sources, metadata: metadata)
         do {
             var firstPath: [UInt32: String] = [:]
             try create(directory: ImageTree.rootIndex, fd: rootFD, path: target, pool: pool,
-                       firstPath: &firstPath, links: &links)
+                       ownedByProcess: !rootSetsGroup, firstPath: &firstPath, links: &links)
         } catch {
             try? pool.finish()
             throw error
         }
         try pool.finish()
-        try complete(directory: ImageTree.rootIndex, fd: rootFD, path: target, links: links, metadata: metadata)
+        try complete(directory: ImageTree.rootIndex, fd: rootFD, path: target, links: links, metadata: metadata,
+                     created: nil, ownedByProcess: !rootSetsGroup)
     }
 
     private func prepare(_ target: String) throws {
@@ -77,7 +84,9 @@ public struct Unpacker {
     }
 
     /// First pass: everything but regular files' contents, hard links and directory metadata.
-    private func create(directory index: UInt32, fd: Int32, path: String, pool: FileWriterPool,
+    /// `ownedByProcess`: what is created here belongs to the process's euid/egid. False under a
+    /// setgid target: new entries take its group, and new directories its setgid bit too.
+    private func create(directory index: UInt32, fd: Int32, path: String, pool: FileWriterPool, ownedByProcess: Bool,
                         firstPath: inout [UInt32: String], links: inout [UInt32: [HardLink]]) throws {
         guard let dir = tree.inode(index) else { return }
         var files: [FileWriterPool.File] = []
@@ -91,10 +100,11 @@ public struct Unpacker {
             }
             switch node.kind {
             case .directory:
-                if mkdirat(fd, child.name, 0o700) != 0 { throw SystemError("mkdir", childPath) }
+                if mkdirat(fd, child.name, Self.newDirectoryMode) != 0 { throw SystemError("mkdir", childPath) }
                 let childFD = try openDirectory(fd, child.name, path: childPath)
                 defer { close(childFD) }
-                try create(directory: child.inode, fd: childFD, path: childPath, pool: pool, firstPath: &firstPath, links: &links)
+                try create(directory: child.inode, fd: childFD, path: childPath, pool: pool, ownedByProcess: ownedByProcess,
+                           firstPath: &firstPath, links: &links)
             case .regular:
                 if node.size > 0, node.layer < 0 || Int(node.layer) >= layerFiles.count {
                     throw Failure(path: childPath, reason: "no layer holds its content")
@@ -116,24 +126,27 @@ public struct Unpacker {
         if !files.isEmpty {
             let jobFD = dup(fd)
             if jobFD < 0 { throw SystemError("dup", path) }
-            try pool.submit(FileWriterPool.Job(directoryFD: jobFD, files: files))
+            try pool.submit(FileWriterPool.Job(directoryFD: jobFD, files: files, ownedByProcess: ownedByProcess))
         }
     }
 
     /// Second pass, children first: hard links, then the directory's own metadata.
+    /// `created`: how the first pass made this directory (nil for the target itself).
     private func complete(directory index: UInt32, fd: Int32, path: String, links: [UInt32: [HardLink]],
-                          metadata: MetadataWriter) throws {
+                          metadata: MetadataWriter, created: MetadataWriter.Creation?, ownedByProcess: Bool) throws {
         guard let dir = tree.inode(index) else { return }
         for child in dir.children {
             guard let node = tree.inode(child.inode), node.kind == .directory else { continue }
             let childPath = path + "/" + child.name
             let childFD = try openDirectory(fd, child.name, path: childPath)
             defer { close(childFD) }
-            try complete(directory: child.inode, fd: childFD, path: childPath, links: links, metadata: metadata)
+            try complete(directory: child.inode, fd: childFD, path: childPath, links: links, metadata: metadata,
+                         created: .init(mode: Self.newDirectoryMode, ownedByProcess: ownedByProcess),
+                         ownedByProcess: ownedByProcess)
         }
         for link in links[index] ?? [] where linkat(AT_FDCWD, link.existing, fd, link.name, 0) != 0 {
             throw SystemError("link", link.path)
         }
-        try metadata.apply(dir, to: fd, path: path)
+        try metadata.apply(dir, to: fd, path: path, created: created)
     }
 }
