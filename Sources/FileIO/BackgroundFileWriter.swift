@@ -11,7 +11,7 @@ import Glibc
 /// The file goes through the page cache. O_DIRECT saved the copy into it, but what is
 /// written is read again at once: by `imgvol unpack`, by a mount's first reads, and by the
 /// indexer following the writer. Read back cold, a 1 GiB layer cost `unpack` 0.8-1.1 s;
-/// from the page cache, 0.4 s (the pull itself takes 0.3 s longer).
+/// from the page cache, 0.4 s (the pull itself takes 0.2-0.3 s longer).
 ///
 /// One producer calls `write` and `finish`; any thread may follow the file with
 /// `waitForBytes` or call `abandon` (those go through the sink's lock), hence unchecked.
