@@ -109,14 +109,7 @@ public final class RangedBlob: @unchecked Sendable {
 
     /// Waits for the hash and compares it: a mismatch fails the blob for every reader.
     public func verify(_ hashing: Task<Digest?, any Error>, reference: Reference) async throws {
-        guard let actual = try await hashing.value else {
-            throw RegistryError(.network, failureMessage ?? "downloading \(descriptor.digest) failed")
-        }
-        guard actual == descriptor.digest else {
-            let message = "blob \(descriptor.digest) of \(reference) failed verification: its bytes hash to \(actual); the registry's copy is corrupt"
-            fail(message)
-            throw RegistryError(.digestMismatch, message)
-        }
+        try await checkDigest(hashing, reference: reference)
         verified.store(true, ordering: .releasing)
     }
 
@@ -210,6 +203,8 @@ public final class RangedBlob: @unchecked Sendable {
         return hasher.finalize()
     }
 }
+
+extension RangedBlob: HashedDownload {}
 
 extension RangedBlob: PositionalSource {
     /// Reads what has arrived, waiting for (and asking first for) the chunks it needs.

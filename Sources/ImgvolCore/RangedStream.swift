@@ -12,7 +12,7 @@ import Registry
 /// Lock order: `condition` is the only lock; nothing is called while holding it. Fetch tasks
 /// never block on it: they wait for room in the window with short sleeps, so they cannot hold
 /// the cooperative threads that the other streams' bodies need.
-final class RangedStream: @unchecked Sendable {
+final class RangedStream: HashedDownload, @unchecked Sendable {
     let descriptor: Descriptor
     let chunkSize: Int64
     let chunkCount: Int
@@ -68,14 +68,7 @@ final class RangedStream: @unchecked Sendable {
             _ = try? await hashing.value
             throw error
         }
-        guard let actual = try await hashing.value else {
-            throw RegistryError(.network, failureMessage ?? "downloading \(descriptor.digest) failed")
-        }
-        guard actual == descriptor.digest else {
-            let message = "blob \(descriptor.digest) of \(reference) failed verification: its bytes hash to \(actual); the registry's copy is corrupt, nothing was stored"
-            fail(message)
-            throw RegistryError(.digestMismatch, message)
-        }
+        try await checkDigest(hashing, reference: reference)
     }
 
     var failureMessage: String? {
