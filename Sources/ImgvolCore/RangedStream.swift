@@ -90,15 +90,19 @@ final class RangedStream: HashedDownload, @unchecked Sendable {
 
     /// The next chunk to fetch once there is room for it; nil when all are claimed.
     private func claim(window: Int) async throws -> Int? {
+        enum Claim { case chunk(Int), full, done }
         while true {
-            let claimed: Int?? = condition.withLock {
-                if failure != nil || nextToClaim >= chunkCount { return .some(nil) }
-                guard nextToClaim < passedByBoth + window else { return nil }
+            let claim: Claim = condition.withLock {
+                if failure != nil || nextToClaim >= chunkCount { return .done }
+                guard nextToClaim < passedByBoth + window else { return .full }
                 nextToClaim += 1
-                return nextToClaim - 1
+                return .chunk(nextToClaim - 1)
             }
-            if let claimed { return claimed }
-            try await Task.sleep(nanoseconds: 500_000)
+            switch claim {
+            case .chunk(let chunk): return chunk
+            case .done: return nil
+            case .full: try await Task.sleep(nanoseconds: 500_000)
+            }
         }
     }
 
