@@ -1,7 +1,8 @@
 import CISAL
 
-/// Decompresses a gzip stream with ISA-L's inflate: about 3 times zlib's speed on small-file
-/// layers and 20 times on incompressible ones (perf put zlib at a quarter of a pull's CPU).
+/// Decompresses a gzip stream with ISA-L's inflate: 3.5 times zlib's speed on a layer of
+/// small files (0.057 s against 0.197 s for 25 MB; perf had zlib at a quarter of the CPU of
+/// pulling three such layers).
 /// ISA-L also checks each member's CRC-32, which libarchive's gzip filter skipped.
 ///
 /// Compatible with what registries hold: concatenated members (pigz, some builders) are one
