@@ -1,8 +1,9 @@
 import CISAL
 
-/// Decompresses a gzip stream with ISA-L's inflate: 3.5 times zlib's speed on a layer of
-/// small files (0.057 s against 0.197 s for 25 MB; perf had zlib at a quarter of the CPU of
-/// pulling three such layers).
+/// Decompresses a gzip stream with ISA-L's inflate. On one of image C's 25 MB layers alone,
+/// `igzip -d` takes 0.057 s and `gzip -d` 0.197 s; inside a pull of C's three layers, where
+/// the decompressor reads what has arrived so far, perf counted 0.17-0.20 CPU-seconds of
+/// ISA-L against 0.26 of zlib.
 /// ISA-L also checks each member's CRC-32, which libarchive's gzip filter skipped.
 ///
 /// Compatible with what registries hold: concatenated members (pigz, some builders) are one
