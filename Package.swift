@@ -26,7 +26,7 @@ let package = Package(
         // C libraries, each behind one module map.
         .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
-        // ISA-L's inflate: gzip layers decompress several times faster than with zlib.
+        // ISA-L's inflate: gzip layers decompress faster than with zlib (see GzipInflater).
         .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
 
         // Syscalls with errno-carrying errors; owned file descriptors.
