@@ -44,13 +44,7 @@ public final class BackgroundFileWriter: @unchecked Sendable {
     public func write(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
         var rest = bytes
         while !rest.isEmpty {
-            let n = min(rest.count, current.count - filled)
-            if let base = current.baseAddress, let source = rest.baseAddress {
-                (base + filled).copyMemory(from: source, byteCount: n)
-            }
-            filled += n
-            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
-            if filled == current.count {
+            if current.fill(&filled, from: &rest) {
                 try sink.submit(current, count: filled, at: offset)
                 offset += Int64(filled)
                 filled = 0

@@ -71,13 +71,7 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
         hasher.update(bytes)
         var rest = bytes
         while !rest.isEmpty {
-            let n = min(rest.count, pending.count - pendingCount)
-            if let base = pending.baseAddress, let source = rest.baseAddress {
-                (base + pendingCount).copyMemory(from: source, byteCount: n)
-            }
-            pendingCount += n
-            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
-            if pendingCount == pending.count { try flush() }
+            if pending.fill(&pendingCount, from: &rest) { try flush() }
         }
         received += Int64(bytes.count)
     }
