@@ -217,18 +217,3 @@ extension RangedBlob: PositionalSource {
         return try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: offset)
     }
 }
-
-/// Reads a ranged blob front to back, waiting for each chunk: a decompressor follows the
-/// download this way while the streams run ahead of it.
-final class RangedBlobReader: ByteSourceAdapter {
-    private let blob: RangedBlob
-    private var offset: Int64 = 0
-
-    init(_ blob: RangedBlob) { self.blob = blob }
-
-    override func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let n = try blob.read(into: buffer, at: offset)
-        offset += Int64(n)
-        return n
-    }
-}

@@ -46,7 +46,7 @@ final class GzipInflater {
     func run(source: any ByteSource, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         try fill(source, atLeast: 2)
         guard filled > 0 else { return }
-        guard Self.startsMember(input, count: filled) else {
+        guard Self.startsMember(UnsafeRawBufferPointer(rebasing: input[0..<filled])) else {
             try passThrough(source, sink: sink)
             return
         }
@@ -86,7 +86,7 @@ final class GzipInflater {
             pending = pendingInput
         }
         if pending.isEmpty { return false }
-        if Self.startsMember(UnsafeMutableRawBufferPointer(mutating: pending), count: pending.count) {
+        if Self.startsMember(pending) {
             let next = state.pointee.next_in, count = state.pointee.avail_in
             startMember()
             state.pointee.next_in = next
@@ -174,8 +174,8 @@ final class GzipInflater {
         }
     }
 
-    private static func startsMember(_ bytes: UnsafeMutableRawBufferPointer, count: Int) -> Bool {
-        count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
+    private static func startsMember(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.count >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
     }
 
     private func malformed(_ detail: String) -> LayerError {

@@ -10,16 +10,17 @@ import Glibc
 public enum LayerDecompressor {
     public static func run(layer: String, compression: LayerCompression, source: any ByteSource,
                            sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-        if compression == .gzip {
+        let filter: (OpaquePointer?) -> Int32
+        switch compression {
+        case .gzip:
             try GzipInflater(layer: layer).run(source: source, sink: sink)
             return
+        case .zstd: filter = archive_read_support_filter_zstd
+        case .none: filter = archive_read_support_filter_none
         }
         let reader = try ArchiveReader(layer: layer)
         let a = reader.handle
-        switch compression {
-        case .zstd: try reader.check(archive_read_support_filter_zstd(a), "zstd support")
-        case .none, .gzip: try reader.check(archive_read_support_filter_none(a), "raw support")
-        }
+        try reader.check(filter(a), "\(compression.rawValue) support")
         try reader.check(archive_read_support_format_raw(a), "raw format")
         try reader.check(archive_read_support_format_empty(a), "empty format")
 
