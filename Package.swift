@@ -55,7 +55,7 @@ let package = Package(
         // The on-disk content-addressed cache.
         .target(name: "Store", dependencies: ["OCI", "FileIO", "Layers"]),
         // The merged read-only tree of an image, unpacking, and the FUSE server.
-        .target(name: "ImageFS", dependencies: ["OCI", "FileIO", "Layers", "CFuse",
+        .target(name: "ImageFS", dependencies: ["OCI", "FileIO", "Layers", "CFuse", "CLinux",
             .product(name: "Logging", package: "swift-log")]),
         // Orchestration shared by the CLI and the CSI plugin: pull, GC, mount bookkeeping.
         .target(name: "ImgvolCore", dependencies: ["OCI", "FileIO", "Registry", "Layers", "Store", "ImageFS",

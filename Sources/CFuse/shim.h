@@ -41,6 +41,8 @@ static inline void imgvol_set_keep_cache(struct fuse_file_info *fi) {
     fi->noflush = 1;
 }
 
+static inline void imgvol_set_noflush(struct fuse_file_info *fi) { fi->noflush = 1; }
+
 static inline void imgvol_set_cache_readdir(struct fuse_file_info *fi) {
     fi->cache_readdir = 1;
     fi->keep_cache = 1;

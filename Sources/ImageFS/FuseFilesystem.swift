@@ -1,6 +1,7 @@
 import CFuse
 import FileIO
 import Layers
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,6 +19,10 @@ public final class FuseFilesystem: Sendable {
     /// For a lazy mount, per layer: what a read waits on until its bytes have arrived (nil
     /// for layers already in the store).
     let gates: [(any LayerGate)?]
+    /// Each layer file's size when mounted: a file that fills its layer file from offset 0
+    /// may pass through to it.
+    let layerSizes: [Int64]
+    let passthrough: FusePassthrough?
     /// Content never changes: the kernel may cache names, attributes and pages for as long as
     /// it likes.
     let timeout: Double = 86400 * 365
@@ -27,14 +32,26 @@ public final class FuseFilesystem: Sendable {
 
     /// `layerFiles` are open already: a lazy mount's blobs may be renamed into the store at
     /// any moment, and a descriptor outlives the rename where a path would not.
+    /// `passthrough: false` keeps every read in the server (`IMGVOL_FUSE_PASSTHROUGH=0`).
     public init(tree: ImageTree, layerFiles: [OpenFile], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
-                onInit: @escaping @Sendable () -> Void = {}) {
+                passthrough: Bool = true, logger: Logger? = nil, onInit: @escaping @Sendable () -> Void = {}) {
         self.onInit = onInit
         self.tree = tree
         self.rootIndex = subpathRoot
         self.files = layerFiles
         self.layerFDs = files.map(\.fd)
+        self.layerSizes = files.map { (try? $0.size()) ?? -1 }
         self.gates = gates
+        self.passthrough = passthrough ? FusePassthrough(logger: logger) : nil
+    }
+
+    /// The backing file id an open of `node` passes through to, if any: only a file whose
+    /// bytes are a whole, complete store file (a lazy layer still arriving never qualifies).
+    func backingID(for node: ImageTree.Inode) -> Int32? {
+        guard let passthrough, node.kind == .regular, node.dataOffset == 0, node.layer >= 0,
+              Int(node.layer) < layerFDs.count, gate(node.layer) == nil,
+              layerSizes[Int(node.layer)] == node.size else { return nil }
+        return passthrough.backingID(for: layerFDs[Int(node.layer)])
     }
 
     /// The gate of layer `number`, if it is still arriving.

@@ -1,4 +1,5 @@
 import CFuse
+import CLinux
 import Layers
 #if canImport(Glibc)
 import Glibc
@@ -100,8 +101,17 @@ enum FuseOperations {
         let flags = imgvol_open_flags(fi)
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { fuse_reply_err(req, EROFS); return }
         if node.kind == .directory { fuse_reply_err(req, EISDIR); return }
-        imgvol_set_keep_cache(fi)
+        guard let backing = fs.backingID(for: node) else {
+            imgvol_set_keep_cache(fi)
+            fuse_reply_open(req, fi)
+            return
+        }
+        // The kernel refuses FOPEN_KEEP_CACHE with passthrough (the backing file has its own
+        // cache). The reply is written on this thread, inside fuse_reply_open.
+        imgvol_set_noflush(fi)
+        imgvol_fuse_set_open_backing(backing)
         fuse_reply_open(req, fi)
+        imgvol_fuse_set_open_backing(0)
     }
 
     static func read(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t) {

@@ -1,4 +1,5 @@
 import CFuse
+import CLinux
 import Dispatch
 import FileIO
 #if canImport(Glibc)
@@ -40,12 +41,23 @@ public final class FuseSession {
         }
         guard let session else { throw Failure(message: "libfuse could not create a session (see the messages above)") }
         self.session = session
+        imgvol_fuse_passthrough_want(filesystem.passthrough == nil ? 0 : 1)
         guard fuse_session_mount(session, mountpoint) == 0 else {
             fuse_session_destroy(session)
             throw Failure(message: "mounting at \(mountpoint) failed; is /dev/fuse available (modprobe fuse) and are you root or is user_allow_other set in /etc/fuse.conf?")
         }
         mounted = true
+        // The same descriptor, with I/O functions that add passthrough to libfuse's protocol.
+        let fd = fuse_session_fd(session)
+        var io = fuse_custom_io(writev: imgvol_fuse_io_writev, read: imgvol_fuse_io_read,
+                                splice_receive: nil, splice_send: imgvol_fuse_io_splice_send)
+        if fuse_session_custom_io(session, &io, fd) == 0 {
+            filesystem.passthrough?.attach(sessionFD: fd)
+        }
     }
+
+    /// Whether the kernel took passthrough in the handshake (known once the mount answers).
+    public var passthroughActive: Bool { imgvol_fuse_passthrough_accepted() != 0 }
 
     /// Serves until unmounted or signalled. SIGINT, SIGTERM and SIGHUP detach the mount, which
     /// makes the kernel end every worker's read: libfuse's own handlers only set a flag that

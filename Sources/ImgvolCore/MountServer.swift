@@ -93,7 +93,9 @@ public struct MountServer: Sendable {
                                 subpath: subpath, started: UTCTimestamp.now())
         let logger = self.logger
         let digest = content.digest
-        let filesystem = FuseFilesystem(tree: content.tree, layerFiles: content.layerFiles, gates: content.gates, subpathRoot: root) {
+        let passthrough = ProcessInfo.processInfo.environment["IMGVOL_FUSE_PASSTHROUGH"] != "0"
+        let filesystem = FuseFilesystem(tree: content.tree, layerFiles: content.layerFiles, gates: content.gates, subpathRoot: root,
+                                        passthrough: passthrough, logger: logger) {
             do { try table.write(entry) } catch { logger.error("cannot record the mount: \(error)") }
             logger.notice("serving \(reference) (\(digest)) at \(mountpoint)")
         }

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 #include <stdint.h>
 #include <sys/xattr.h>
+#include "fuse_passthrough.h"
 
 /// Linux calls that glibc declares only under _GNU_SOURCE, which Swift's Glibc module does not set.
 int imgvol_sync_file_range_write(int fd, int64_t offset, int64_t length);
