@@ -127,7 +127,9 @@ final class FileWriterPool: @unchecked Sendable {
     /// sequential copy waits for each read in turn.
     private func copyInPieces(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile) throws {
         let pieces = count >= Self.pieceThreshold ? Self.pieces : 1
-        let pieceSize = (count / Int64(pieces) + Int64(Self.bufferSize) - 1) / Int64(Self.bufferSize) * Int64(Self.bufferSize)
+        // Rounded up twice (to a share, then to whole buffers), so the pieces cover every byte.
+        let share = (count + Int64(pieces) - 1) / Int64(pieces)
+        let pieceSize = (share + Int64(Self.bufferSize) - 1) / Int64(Self.bufferSize) * Int64(Self.bufferSize)
         let failure = Mutex<(any Error)?>(nil)
         DispatchQueue.concurrentPerform(iterations: pieces) { piece in
             let start = Int64(piece) * pieceSize
