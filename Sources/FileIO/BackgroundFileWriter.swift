@@ -53,6 +53,19 @@ public final class BackgroundFileWriter: @unchecked Sendable {
         }
     }
 
+    /// Leaves `count` bytes unwritten (a hole: they read as zeros) and goes on after them.
+    public func skip(_ count: Int64) throws(SystemError) {
+        guard count > 0 else { return }
+        if filled > 0 {
+            try sink.submit(current, count: filled, at: offset)
+            offset += Int64(filled)
+            filled = 0
+            current = try sink.takeFree()
+        }
+        try sink.submitHole(at: offset, count: count)
+        offset += count
+    }
+
     /// Writes the tail, waits for every block to reach the file, and fsyncs.
     public func finish() throws(SystemError) {
         if filled > 0 {
@@ -61,6 +74,8 @@ public final class BackgroundFileWriter: @unchecked Sendable {
             filled = 0
         }
         try sink.drain()
+        // A hole at the end is no write: the length is set instead.
+        if try file.size() < offset { try file.truncate(to: offset) }
         sink.end()
         try file.sync()
         finished = true
@@ -81,9 +96,10 @@ public final class BackgroundFileWriter: @unchecked Sendable {
 /// ones, under one condition. The thread holds the sink, never the writer, so dropping the
 /// writer (on an error) stops the thread.
 final class BlockSink: @unchecked Sendable {
+    /// A block of bytes, or (no buffer) a hole the writer steps over.
     private struct Block {
-        let buffer: UnsafeMutableRawBufferPointer
-        let count: Int
+        let buffer: UnsafeMutableRawBufferPointer?
+        let count: Int64
         let offset: Int64
     }
 
@@ -126,7 +142,15 @@ final class BlockSink: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if let failure { throw failure }
-        queue.append(Block(buffer: buffer, count: count, offset: offset))
+        queue.append(Block(buffer: buffer, count: Int64(count), offset: offset))
+        condition.broadcast()
+    }
+
+    func submitHole(at offset: Int64, count: Int64) throws(SystemError) {
+        condition.lock()
+        defer { condition.unlock() }
+        if let failure { throw failure }
+        queue.append(Block(buffer: nil, count: count, offset: offset))
         condition.broadcast()
     }
 
@@ -175,8 +199,8 @@ final class BlockSink: @unchecked Sendable {
             condition.lock()
             writing = false
             if let error, failure == nil { failure = error }
-            if error == nil { inFile = block.offset + Int64(block.count) }
-            free.append(block.buffer)
+            if error == nil { inFile = block.offset + block.count }
+            if let buffer = block.buffer { free.append(buffer) }
             condition.broadcast()
         }
         stopped = true
@@ -185,9 +209,10 @@ final class BlockSink: @unchecked Sendable {
     }
 
     private func write(_ block: Block) -> SystemError? {
+        guard let buffer = block.buffer else { return nil }
         do {
-            try file.writeAll(UnsafeRawBufferPointer(rebasing: block.buffer[0..<block.count]), at: block.offset)
-            file.startWriteback(from: block.offset, length: Int64(block.count))
+            try file.writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<Int(block.count)]), at: block.offset)
+            file.startWriteback(from: block.offset, length: block.count)
             return nil
         } catch {
             return error

@@ -22,10 +22,15 @@ public enum FileSystem {
     }
 
     /// Bytes the file occupies on disk (allocated blocks), not its apparent size.
+    /// Allocated bytes (a sparse file's holes take none); a directory counts what it holds.
     public static func diskUsage(_ path: String) -> Int64 {
         var st = stat()
         guard lstat(path, &st) == 0 else { return 0 }
-        return Int64(st.st_blocks) * 512
+        var total = Int64(st.st_blocks) * 512
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in listDirectory(path) { total += diskUsage(path + "/" + name) }
+        }
+        return total
     }
 
     public static func ageInSeconds(_ path: String) -> Int {

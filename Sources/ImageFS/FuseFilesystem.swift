@@ -2,6 +2,7 @@ import CFuse
 import FileIO
 import Layers
 import Logging
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,6 +24,9 @@ public final class FuseFilesystem: Sendable {
     /// may pass through to it.
     let layerSizes: [Int64]
     let passthrough: FusePassthrough?
+    /// Files stored apart from their layer tar (`LayerSplit`), opened on first use and kept
+    /// open for the mount's life: by tree index.
+    private let apartFiles = Mutex<[UInt32: OpenFile]>([:])
     /// Content never changes: the kernel may cache names, attributes and pages for as long as
     /// it likes.
     let timeout: Double = 86400 * 365
@@ -45,12 +49,36 @@ public final class FuseFilesystem: Sendable {
         self.passthrough = passthrough ? FusePassthrough(logger: logger) : nil
     }
 
+    /// Where a regular file's bytes are: a descriptor and the offset of byte 0. nil when the
+    /// file stored apart cannot be opened.
+    func content(of index: UInt32, _ node: ImageTree.Inode) -> (fd: Int32, offset: Int64)? {
+        if node.storedApart {
+            return apartFile(index, node).map { ($0.fd, 0) }
+        }
+        guard node.layer >= 0, Int(node.layer) < layerFDs.count else { return nil }
+        return (layerFDs[Int(node.layer)], node.dataOffset)
+    }
+
+    private func apartFile(_ index: UInt32, _ node: ImageTree.Inode) -> OpenFile? {
+        apartFiles.withLock { open in
+            if let file = open[index] { return file }
+            guard node.layer >= 0, Int(node.layer) < files.count else { return nil }
+            let directory = LayerSplit.directory(forTar: files[Int(node.layer)].path)
+            guard let file = try? OpenFile.openRead(LayerSplit.path(in: directory, offset: node.dataOffset)) else { return nil }
+            open[index] = file
+            return file
+        }
+    }
+
     /// The backing file id an open of `node` passes through to, if any: only a file whose
     /// bytes are a whole, complete store file (a lazy layer still arriving never qualifies).
-    func backingID(for node: ImageTree.Inode) -> Int32? {
-        guard let passthrough, node.kind == .regular, node.dataOffset == 0, node.layer >= 0,
-              Int(node.layer) < layerFDs.count, gate(node.layer) == nil,
-              layerSizes[Int(node.layer)] == node.size else { return nil }
+    func backingID(for index: UInt32, _ node: ImageTree.Inode) -> Int32? {
+        guard let passthrough, node.kind == .regular, node.layer >= 0, Int(node.layer) < layerFDs.count,
+              gate(node.layer) == nil else { return nil }
+        if node.storedApart {
+            return apartFile(index, node).flatMap { passthrough.backingID(for: $0.fd) }
+        }
+        guard node.dataOffset == 0, layerSizes[Int(node.layer)] == node.size else { return nil }
         return passthrough.backingID(for: layerFDs[Int(node.layer)])
     }
 

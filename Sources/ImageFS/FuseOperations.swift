@@ -101,7 +101,7 @@ enum FuseOperations {
         let flags = imgvol_open_flags(fi)
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { fuse_reply_err(req, EROFS); return }
         if node.kind == .directory { fuse_reply_err(req, EISDIR); return }
-        guard let backing = fs.backingID(for: node) else {
+        guard let backing = fs.backingID(for: index, node) else {
             imgvol_set_keep_cache(fi)
             fuse_reply_open(req, fi)
             return
@@ -121,13 +121,13 @@ enum FuseOperations {
         guard node.kind == .regular else { fuse_reply_err(req, EINVAL); return }
         let start = Int64(offset)
         guard start < node.size, size > 0 else { fuse_reply_buf(req, nil, 0); return }
-        guard node.layer >= 0, Int(node.layer) < fs.layerFDs.count else { fuse_reply_err(req, EIO); return }
+        guard let content = fs.content(of: index, node) else { fuse_reply_err(req, EIO); return }
         let length = Int(min(Int64(size), node.size - start))
-        if let gate = fs.gate(node.layer), !gate.waitFor(offset: node.dataOffset + start, length: length) {
+        if !node.storedApart, let gate = fs.gate(node.layer), !gate.waitFor(offset: node.dataOffset + start, length: length) {
             fuse_reply_err(req, EIO)
             return
         }
-        imgvol_reply_fd(req, fs.layerFDs[Int(node.layer)], off_t(node.dataOffset + start), length)
+        imgvol_reply_fd(req, content.fd, off_t(content.offset + start), length)
     }
 
     static func opendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {

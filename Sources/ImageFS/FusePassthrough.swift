@@ -13,6 +13,8 @@ import Synchronization
 final class FusePassthrough: Sendable {
     private let sessionFD = Atomic<Int32>(-1)
     /// Backing id per store file descriptor; a failed registration turns passthrough off.
+    /// The kernel wants every open of an inode to pass through to the same backing file, and
+    /// keeps its own reference to it: one registration per file for the mount's life.
     private let ids = Mutex<[Int32: Int32]>([:])
     private let disabled = Atomic<Bool>(false)
     private let logger: Logger?

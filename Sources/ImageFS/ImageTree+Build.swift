@@ -118,7 +118,7 @@ extension ImageTree {
                 kind: e.kind, mode: e.mode, uid: e.uid, gid: e.gid,
                 mtimeSeconds: e.mtimeSeconds, mtimeNanoseconds: e.mtimeNanoseconds,
                 size: e.kind == .directory ? 4096 : e.size,
-                layer: node.layer, dataOffset: e.dataOffset, linkTarget: e.linkTarget,
+                layer: node.layer, dataOffset: e.dataOffset, storedApart: e.storedApart, linkTarget: e.linkTarget,
                 deviceMajor: e.deviceMajor, deviceMinor: e.deviceMinor, xattrs: e.xattrs,
                 nlink: e.kind == .directory ? 2 : 1,
                 parent: index == 0 ? 0 : parent, children: []))

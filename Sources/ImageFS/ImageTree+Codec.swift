@@ -4,7 +4,7 @@ import Layers
 /// 25,000-file image takes ~80 ms; loading the frozen result takes a fraction of that, which is
 /// what keeps a mount of a cached image well under 0.2 s.
 extension ImageTree {
-    static let magic: [UInt8] = Array("IMGVOL-TREE-1\n".utf8)
+    static let magic: [UInt8] = Array("IMGVOL-TREE-2\n".utf8)
 
     public struct DecodingError: Error, CustomStringConvertible {
         public let reason: String
@@ -25,6 +25,7 @@ extension ImageTree {
             w.i64(node.size)
             w.u32(UInt32(bitPattern: node.layer))
             w.i64(node.dataOffset)
+            w.u8(node.storedApart ? 1 : 0)
             w.string(node.linkTarget)
             w.u32(node.deviceMajor)
             w.u32(node.deviceMinor)
@@ -52,7 +53,8 @@ extension ImageTree {
                 guard let kind = EntryKind(rawValue: try r.u8()) else { throw DecodingError(reason: "unknown kind") }
                 var node = Inode(kind: kind, mode: try r.u32(), uid: try r.u32(), gid: try r.u32(),
                                  mtimeSeconds: try r.i64(), mtimeNanoseconds: try r.u32(), size: try r.i64(),
-                                 layer: Int32(bitPattern: try r.u32()), dataOffset: try r.i64(), linkTarget: try r.string(),
+                                 layer: Int32(bitPattern: try r.u32()), dataOffset: try r.i64(), storedApart: try r.u8() & 1 != 0,
+                                 linkTarget: try r.string(),
                                  deviceMajor: try r.u32(), deviceMinor: try r.u32(), xattrs: [], nlink: 0, parent: 0, children: [])
                 node.xattrs = try r.xattrs()
                 node.nlink = try r.u32()

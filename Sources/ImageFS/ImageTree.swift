@@ -24,6 +24,8 @@ public struct ImageTree: Sendable {
         /// Which layer's tar holds the bytes, and where (regular files).
         public var layer: Int32
         public var dataOffset: Int64
+        /// The bytes are a file of their own beside the layer tar (see `LayerSplit`).
+        public var storedApart: Bool
         public var linkTarget: String
         public var deviceMajor: UInt32
         public var deviceMinor: UInt32

@@ -22,6 +22,9 @@ struct LayerFetcher: Sendable {
     var rangeStreams = 1
     /// Blobs at least this large use `rangeStreams`.
     var rangeThreshold: Int64 = 64 << 20
+    /// Uncompressed tar blobs at least this large are written split (`LayerSplit`), their big
+    /// files apart, like every decompressed layer; smaller ones are kept as the blob, unsplit.
+    static let splitMinimum: Int64 = 64 << 20
 
     /// Brings one layer in and returns its diff_id. `expected` is the image config's diff_id;
     /// artifacts have none, so a compressed artifact tar is named by what it decompresses to.
@@ -44,7 +47,7 @@ struct LayerFetcher: Sendable {
                 diffID = known
             } else {
                 progress?.layerStarted(layer.digest, size: layer.size)
-                if compression == .none {
+                if compression == .none, layer.size < Self.splitMinimum {
                     diffID = layer.digest
                     try await fetchUncompressed(layer, diffID: known ?? layer.digest, endpoints: endpoints, reference: reference)
                 } else {
@@ -60,20 +63,23 @@ struct LayerFetcher: Sendable {
 
     /// Commits the index made while the layer was decompressed, or indexes the stored tar.
     private func commitIndex(_ layer: Descriptor, diffID: Digest, streamed: LayerIndex?) throws {
-        if let streamed {
+        if var streamed {
+            LayerSplit.markApart(&streamed, directory: store.layerFilesPath(diffID))
             try store.commitLayerIndex(streamed, diffID: diffID)
             logger.debug("\(layer.digest): indexed \(streamed.entries.count) entries while decompressing")
             return
         }
         let indexing = ContinuousClock.now
-        let index: LayerIndex
+        var index: LayerIndex
         do {
             index = try LayerIndexer.index(tarPath: store.layerTarPath(diffID), layer: layer.digest.description)
         } catch {
             // A verified blob that is not a valid tar will never become one: drop it.
             try? FileSystem.remove(store.layerTarPath(diffID))
+            try? FileSystem.removeTree(store.layerFilesPath(diffID))
             throw error
         }
+        LayerSplit.markApart(&index, directory: store.layerFilesPath(diffID))
         try store.commitLayerIndex(index, diffID: diffID)
         logger.debug("\(layer.digest): indexed \(index.entries.count) entries in \(ContinuousClock.now - indexing)")
     }
@@ -152,8 +158,11 @@ struct LayerFetcher: Sendable {
 
     private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, expected: Digest?,
                                  endpoints: [Endpoint], reference: Reference) async throws -> (Digest, LayerIndex?) {
-        let output = "\(store.tmpDir)/\(layer.digest.hex).\(getpid()).untar"
-        defer { try? FileSystem.remove(output) }
+        let output = "\(store.tmpDir)/\(layer.digest.hex).\(getpid()).tar"
+        defer {
+            try? FileSystem.remove(output)
+            try? FileSystem.removeTree(LayerSplit.directory(forTar: output))
+        }
         let result: Decompressed
         if usesRanges(layer), let ranged = try await decompressRanged(layer, compression: compression, to: output,
                                                                      endpoints: endpoints, reference: reference) {
@@ -166,9 +175,18 @@ struct LayerFetcher: Sendable {
             try? FileSystem.remove(partialPath(layer.digest))
             throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) uncompresses to \(actual), but the image config says diff_id \(expected); the image is inconsistent, nothing was stored")
         }
-        if !store.hasLayerTar(actual) { try store.commitLayerTar(from: output, diffID: actual) }
+        var index = result.index
+        if !store.hasLayerTar(actual) {
+            if !result.files.isEmpty {
+                // The splitter's reading of the tar, checked against libarchive's.
+                let checked = try index ?? LayerIndexer.index(tarPath: output, layer: layer.digest.description)
+                try LayerSplit.reconcile(checked, files: result.files, tarPath: output)
+                index = checked
+            }
+            try store.commitLayerTar(from: output, diffID: actual)
+        }
         try? FileSystem.remove(partialPath(layer.digest))
-        return (actual, result.index)
+        return (actual, index)
     }
 
     /// Big blobs come over several streams, unless an earlier pull left a partial download
@@ -188,7 +206,8 @@ struct LayerFetcher: Sendable {
         // at the end, tells a corrupt blob (named with both digests) from a malformed one.
         let decompression = onThread {
             defer { stream.decompressorFinished() }
-            return try Self.decompress(layer: name, compression: compression, source: RangedStreamReader(stream), to: output)
+            return try Self.decompress(layer: name, compression: compression, source: RangedStreamReader(stream), to: output,
+                                       known: compression == .none ? layer.digest : nil)
         }
         do {
             try await stream.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams,
@@ -223,7 +242,8 @@ struct LayerFetcher: Sendable {
         let name = layer.digest.description
 
         let decompression = onThread {
-            try Self.decompress(layer: name, compression: compression, source: FollowingReader(partial), to: output)
+            try Self.decompress(layer: name, compression: compression, source: FollowingReader(partial), to: output,
+                            known: compression == .none ? layer.digest : nil)
         }
         let started = ContinuousClock.now
         do {
@@ -243,7 +263,8 @@ struct LayerFetcher: Sendable {
             actual = try await decompression.value
         } catch is PartialBlob.Restarted {
             actual = try await onThread {
-                try Self.decompress(layer: name, compression: compression, source: FileByteSource(path: partial.path), to: output)
+                try Self.decompress(layer: name, compression: compression, source: FileByteSource(path: partial.path), to: output,
+                                    known: compression == .none ? layer.digest : nil)
             }.value
         } catch let error as LayerError {
             try? FileSystem.remove(partial.path)
@@ -253,28 +274,35 @@ struct LayerFetcher: Sendable {
         return actual
     }
 
-    /// A decompressed layer tar: its digest, and its index when following the writer made one.
+    /// A decompressed layer tar: its digest, its index when following the writer made one,
+    /// and the files stored apart (offset → size).
     struct Decompressed: Sendable {
         let diffID: Digest
         let index: LayerIndex?
+        let files: [Int64: Int64]
     }
 
-    /// Decompresses into `output` (fsynced), indexing it on the way.
-    private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String) throws -> Decompressed {
+    /// Decompresses into `output` (fsynced), split (`LayerSplit`), indexing it on the way.
+    /// `known` is the diff_id when the download already proved it (an uncompressed blob is
+    /// its own diff_id): no second hash.
+    private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String,
+                                   known: Digest? = nil) throws -> Decompressed {
         let file = try BackgroundFileWriter(path: output)
+        let writer = LayerSplitWriter(tar: file)
+        let splitter = TarSplitter(output: writer)
         let indexer = FollowingIndexer(writer: file, path: output, layer: layer)
         var hasher = DigestHasher()
         do {
             try LayerDecompressor.run(layer: layer, compression: compression, source: source) { bytes in
-                try file.write(bytes)
-                hasher.update(bytes)
+                try splitter.write(bytes)
+                if known == nil { hasher.update(bytes) }
             }
-            try file.finish()
+            try writer.finish()
         } catch {
-            file.abandon()
+            writer.abandon()
             _ = indexer.join()
             throw error
         }
-        return Decompressed(diffID: hasher.finalize(), index: indexer.join())
+        return Decompressed(diffID: known ?? hasher.finalize(), index: indexer.join(), files: writer.files)
     }
 }

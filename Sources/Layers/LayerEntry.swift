@@ -39,6 +39,9 @@ public struct LayerEntry: Hashable, Sendable {
     public var size: Int64
     /// Offset of the content in the uncompressed layer tar (regular files only).
     public var dataOffset: Int64
+    /// The content is a file of its own beside the tar (`LayerSplit`), named by `dataOffset`;
+    /// the tar holds a hole there.
+    public var storedApart: Bool = false
     /// Symlink target as written (never resolved), or the normalised path a hardlink names.
     public var linkTarget: String
     public var deviceMajor: UInt32

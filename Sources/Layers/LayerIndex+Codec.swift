@@ -1,6 +1,8 @@
 /// The on-disk form of a layer index (`layers/<diff_id>.idx`).
 extension LayerIndex {
-    static let magic: [UInt8] = Array("IMGVOL-LAYER-INDEX-1\n".utf8)
+    static let magic: [UInt8] = Array("IMGVOL-LAYER-INDEX-2\n".utf8)
+    /// Version 1 had no flags byte: nothing was stored apart.
+    static let magicV1: [UInt8] = Array("IMGVOL-LAYER-INDEX-1\n".utf8)
 
     public struct DecodingError: Error, CustomStringConvertible {
         public let reason: String
@@ -21,6 +23,7 @@ extension LayerIndex {
             w.u32(e.mtimeNanoseconds)
             w.i64(e.size)
             w.i64(e.dataOffset)
+            w.u8(e.storedApart ? 1 : 0)
             w.string(e.linkTarget)
             w.u32(e.deviceMajor)
             w.u32(e.deviceMinor)
@@ -30,7 +33,8 @@ extension LayerIndex {
     }
 
     public init(decoding bytes: [UInt8]) throws(DecodingError) {
-        guard bytes.starts(with: Self.magic) else { throw DecodingError(reason: "wrong magic") }
+        let hasFlags = bytes.starts(with: Self.magic)
+        guard hasFlags || bytes.starts(with: Self.magicV1) else { throw DecodingError(reason: "wrong magic") }
         var r = BinaryReader(Array(bytes.dropFirst(Self.magic.count)))
         do {
             let count = try r.u64()
@@ -50,6 +54,7 @@ extension LayerIndex {
                 e.mtimeNanoseconds = try r.u32()
                 e.size = try r.i64()
                 e.dataOffset = try r.i64()
+                if hasFlags { e.storedApart = try r.u8() & 1 != 0 }
                 e.linkTarget = try r.string()
                 e.deviceMajor = try r.u32()
                 e.deviceMinor = try r.u32()

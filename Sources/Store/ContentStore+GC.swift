@@ -49,6 +49,6 @@ extension ContentStore {
 
     private func remove(_ path: String) -> Int64 {
         let size = FileSystem.diskUsage(path)
-        do { try FileSystem.remove(path); return size } catch { return 0 }
+        do { try FileSystem.removeTree(path); return size } catch { return 0 }
     }
 }

@@ -11,13 +11,16 @@ import Glibc
 ///     layers/<hex>.tar     a layer's uncompressed tar, named by its diff_id (for an
 ///                          uncompressed layer this is the registry blob itself: no copy)
 ///     layers/<hex>.idx     its entry index (where each file's bytes sit in the tar)
+///     layers/<hex>.files/  its regular files of 1 MiB or more, one file each, named by their
+///                          offset in the tar, which keeps a hole there (see `LayerSplit`)
 ///     images/<hex>.json    one record per pulled image manifest
 ///     refs.json            reference -> manifest digest
 ///     tmp/                 partial downloads and files being written
 ///     locks/               flock files
 ///
 /// A layer is one sequential file, not one file per entry: unpacking creates no inodes, and
-/// the FUSE server reads file contents at an offset in the tar. Everything enters by
+/// the FUSE server reads file contents at an offset in the tar. Big files are the exception:
+/// a file of their own lets the kernel read them without the server (FUSE passthrough). Everything enters by
 /// temp + fsync + rename after its digest was checked, so any path that exists is complete.
 public final class ContentStore: Sendable {
     public let root: String
@@ -88,6 +91,8 @@ public final class ContentStore: Sendable {
 
     public func layerTarPath(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).tar" }
     public func layerIndexPath(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).idx" }
+    /// The layer's big files, each named by its offset in the tar (see `LayerSplit`).
+    public func layerFilesPath(_ diffID: Digest) -> String { LayerSplit.directory(forTar: layerTarPath(diffID)) }
 
     /// A layer is present once its index is: the index is committed after the tar.
     public func hasLayer(_ diffID: Digest) -> Bool {
@@ -130,9 +135,15 @@ public final class ContentStore: Sendable {
         }
     }
 
-    /// Moves a verified, fsynced tar into place.
+    /// Moves a verified, fsynced tar into place, after the directory of its big files if it
+    /// has one: a tar in the store always has its files.
     public func commitLayerTar(from tmpPath: String, diffID: Digest) throws(StoreError) {
         do {
+            let files = LayerSplit.directory(forTar: tmpPath)
+            if FileSystem.isDirectory(files) {
+                try? FileSystem.removeTree(layerFilesPath(diffID))
+                try FileSystem.rename(files, layerFilesPath(diffID))
+            }
             try FileSystem.rename(tmpPath, layerTarPath(diffID))
             FileSystem.syncDirectory(layersDir)
         } catch { throw .io(error) }
@@ -182,6 +193,7 @@ public final class ContentStore: Sendable {
         var total = record.blobs.reduce(0) { $0 + FileSystem.diskUsage(blobPath($1)) }
         for diffID in Set(record.tarLayers.map(\.diffID)) {
             total += FileSystem.diskUsage(layerTarPath(diffID)) + FileSystem.diskUsage(layerIndexPath(diffID))
+                + FileSystem.diskUsage(layerFilesPath(diffID))
         }
         return total
     }

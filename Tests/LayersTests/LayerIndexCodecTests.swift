@@ -42,12 +42,32 @@ struct LayerIndexCodecTests {
         }
     }
 
+    @Test func version1IndexesStillRead() throws {
+        // Written before files were stored apart: no flags byte.
+        let v2 = LayerIndex(entries: [LayerEntry(path: "a", kind: .regular, size: 3, dataOffset: 512)]).encoded()
+        let magic = "IMGVOL-LAYER-INDEX-2\n".utf8.count
+        var v1 = Array("IMGVOL-LAYER-INDEX-1\n".utf8) + v2.dropFirst(magic)
+        // The flags byte follows the data offset, 8 bytes after the size; drop it.
+        let flags = v1.count - 4 - 4 - 4 - 4 - 1
+        v1.remove(at: flags)
+        let decoded = try LayerIndex(decoding: v1)
+        #expect(decoded.entries.map(\.path) == ["a"])
+        #expect(decoded.entries[0].dataOffset == 512)
+        #expect(!decoded.entries[0].storedApart)
+    }
+
+    @Test func storedApartRoundTrips() throws {
+        var entry = LayerEntry(path: "big", kind: .regular, size: 1 << 20, dataOffset: 1024)
+        entry.storedApart = true
+        #expect(try LayerIndex(decoding: LayerIndex(entries: [entry]).encoded()).entries == [entry])
+    }
+
     @Test func damagedInputIsAnError() {
         let good = LayerIndex(entries: [LayerEntry(path: "a", kind: .regular, size: 3)]).encoded()
         let magic = "IMGVOL-LAYER-INDEX-1\n".utf8.count
 
         #expect(reason([]) == "wrong magic")
-        #expect(reason(Array("IMGVOL-LAYER-INDEX-2\n".utf8) + good.dropFirst(magic)) == "wrong magic")
+        #expect(reason(Array("IMGVOL-LAYER-INDEX-9\n".utf8) + good.dropFirst(magic)) == "wrong magic")
         #expect(reason(Array(good.dropLast())) == "truncated")
         #expect(reason(Array(good.prefix(magic + 3))) == "truncated")
         #expect(reason(good + [0]) == "trailing bytes")

@@ -110,11 +110,18 @@ final class FileWriterPool: @unchecked Sendable {
             }, path: file.path)
             defer { target.close() }
             if file.node.size > 0 {
-                let source = sources[Int(file.node.layer)]
+                let layer = sources[Int(file.node.layer)]
+                // A file stored apart (`LayerSplit`) is its own source, from offset 0.
+                let apart = file.node.storedApart
+                    ? try OpenFile.openRead(LayerSplit.path(in: LayerSplit.directory(forTar: layer.path), offset: file.node.dataOffset))
+                    : nil
+                defer { apart?.close() }
+                let source = apart ?? layer
+                let offset = apart == nil ? file.node.dataOffset : 0
                 if file.node.size < Self.bufferSize {
-                    try copyByReading(from: source, offset: file.node.dataOffset, count: file.node.size, to: target, buffer: buffer)
+                    try copyByReading(from: source, offset: offset, count: file.node.size, to: target, buffer: buffer)
                 } else {
-                    try copyInPieces(from: source, offset: file.node.dataOffset, count: file.node.size, to: target)
+                    try copyInPieces(from: source, offset: offset, count: file.node.size, to: target)
                 }
             }
             try metadata.apply(file.node, to: target.fd, path: file.path,

@@ -1,0 +1,102 @@
+import FileIO
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A layer stored split: `<name>.tar` holds headers and small files, with a hole where each
+/// big regular file's bytes were, and `<name>.files/<offset>` holds those bytes, one file per
+/// entry, named by where its content starts in the tar. Offsets in the tar stay the offsets in
+/// the layer, so the index, the digest checks and everything that reads small files are the
+/// same as for a whole tar.
+public enum LayerSplit {
+    public static func directory(forTar tarPath: String) -> String {
+        (tarPath.hasSuffix(".tar") ? String(tarPath.dropLast(4)) : tarPath) + ".files"
+    }
+
+    public static func path(in directory: String, offset: Int64) -> String { "\(directory)/\(offset)" }
+
+    /// Marks the entries whose bytes are stored apart: a regular file of at least the split
+    /// threshold whose file exists with its size. Run on every index before it is committed,
+    /// so the mark never depends on how the index was made.
+    public static func markApart(_ index: inout LayerIndex, directory: String) {
+        guard FileSystem.isDirectory(directory) else { return }
+        for i in index.entries.indices where index.entries[i].kind == .regular && index.entries[i].size >= TarSplitter.threshold {
+            var st = stat()
+            let path = path(in: directory, offset: index.entries[i].dataOffset)
+            index.entries[i].storedApart = lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && Int64(st.st_size) == index.entries[i].size
+        }
+    }
+
+    /// Puts back into the tar every file the splitter stored apart that libarchive's index of
+    /// the same tar does not show as a regular file at that offset with that size. Should the
+    /// two ever read a tar differently, the tar is whole again there and nothing is lost.
+    public static func reconcile(_ index: LayerIndex, files: [Int64: Int64], tarPath: String) throws(SystemError) {
+        guard !files.isEmpty else { return }
+        var confirmed = Set<Int64>()
+        for e in index.entries where e.kind == .regular && files[e.dataOffset] == e.size { confirmed.insert(e.dataOffset) }
+        let directory = directory(forTar: tarPath)
+        let strays = files.filter { !confirmed.contains($0.key) }
+        guard !strays.isEmpty else { return }
+        let tar = try OpenFile(path: tarPath, flags: O_WRONLY, mode: 0)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        for (offset, size) in strays {
+            let path = path(in: directory, offset: offset)
+            let source = try OpenFile.openRead(path)
+            var done: Int64 = 0
+            while done < size {
+                let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), size - done))]), at: done)
+                guard n > 0 else { throw SystemError("read", path, errno: EIO) }
+                try tar.writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset + done)
+                done += Int64(n)
+            }
+            try FileSystem.remove(path)
+        }
+        try tar.sync()
+    }
+}
+
+/// Writes a layer tar split (see `LayerSplit`): the tar through `tar`, each big file through
+/// a writer of its own in the tar's files directory, created on the first big file.
+public final class LayerSplitWriter: TarSplitterOutput {
+    public let tar: BackgroundFileWriter
+    public let directory: String
+    private var current: (writer: BackgroundFileWriter, offset: Int64, size: Int64)?
+    /// The files written whole: offset in the tar → size.
+    public private(set) var files: [Int64: Int64] = [:]
+
+    public init(tar: BackgroundFileWriter) {
+        self.tar = tar
+        directory = LayerSplit.directory(forTar: tar.path)
+    }
+
+    public func tar(_ bytes: UnsafeRawBufferPointer) throws { try tar.write(bytes) }
+    public func tarHole(_ count: Int64) throws { try tar.skip(count) }
+
+    public func beginFile(at offset: Int64, size: Int64) throws {
+        if files.isEmpty { try FileSystem.makeDirectory(directory, mode: 0o700) }
+        current = (try BackgroundFileWriter(path: LayerSplit.path(in: directory, offset: offset)), offset, size)
+    }
+
+    public func file(_ bytes: UnsafeRawBufferPointer) throws { try current?.writer.write(bytes) }
+
+    /// The file is written and fsynced before the tar goes on.
+    public func endFile() throws {
+        guard let current else { return }
+        try current.writer.finish()
+        files[current.offset] = current.size
+        self.current = nil
+    }
+
+    /// Ends the tar; the directory entries of the files are synced too.
+    public func finish() throws {
+        try tar.finish()
+        if !files.isEmpty { FileSystem.syncDirectory(directory) }
+    }
+
+    public func abandon() {
+        current?.writer.abandon()
+        current = nil
+        tar.abandon()
+    }
+}
