@@ -287,6 +287,8 @@ struct LayerFetcher: Sendable {
     /// its own diff_id): no second hash.
     private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String,
                                    known: Digest? = nil) throws -> Decompressed {
+        // A decompression started over (a restarted download) leaves nothing of the first.
+        try? FileSystem.removeTree(LayerSplit.directory(forTar: output))
         let file = try BackgroundFileWriter(path: output)
         let writer = LayerSplitWriter(tar: file)
         let splitter = TarSplitter(output: writer)

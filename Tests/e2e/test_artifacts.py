@@ -496,12 +496,13 @@ def _du(path, *flags) -> int:
 
 
 def assert_about_one_copy(root, what: str) -> None:
+    """Allocated bytes are what a copy costs. The apparent size may count a big file twice:
+    a split layer's tar keeps a hole (no blocks) where the file it stores apart was."""
     apparent, allocated = _du(root, "-b"), _du(root, "-B1")
     limit = int(1.05 * GiB)
     detail = f"du -sb {apparent / GiB:.3f} GiB, du -sB1 {allocated / GiB:.3f} GiB"
-    assert apparent <= limit, f"{what}: the store holds more than one copy ({detail})"
     assert allocated <= limit, f"{what}: the store allocates more than one copy ({detail})"
-    assert apparent >= GiB, f"{what}: the store is smaller than the data? ({detail})"
+    assert allocated >= GiB, f"{what}: the store is smaller than the data? ({detail})"
 
 
 def pull_and_read_once(imgvol, mounter, root, pushed, relpath, pat):
