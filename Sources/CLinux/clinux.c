@@ -7,6 +7,8 @@ int imgvol_sync_file_range_write(int fd, int64_t offset, int64_t length) {
     return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
 }
 
+int imgvol_syncfs(int fd) { return syncfs(fd); }
+
 int64_t imgvol_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t length) {
     loff_t in = (loff_t)off_in, out = (loff_t)off_out;
     return (int64_t)copy_file_range(fd_in, &in, fd_out, &out, length, 0);

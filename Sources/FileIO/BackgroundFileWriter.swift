@@ -66,8 +66,9 @@ public final class BackgroundFileWriter: @unchecked Sendable {
         offset += count
     }
 
-    /// Writes the tail, waits for every block to reach the file, and fsyncs.
-    public func finish() throws(SystemError) {
+    /// Writes the tail, waits for every block to reach the file, and fsyncs unless the caller
+    /// syncs another way.
+    public func finish(sync: Bool = true) throws(SystemError) {
         if filled > 0 {
             try sink.submit(current, count: filled, at: offset)
             offset += Int64(filled)
@@ -77,7 +78,7 @@ public final class BackgroundFileWriter: @unchecked Sendable {
         // A hole at the end is no write: the length is set instead.
         if try file.size() < offset { try file.truncate(to: offset) }
         sink.end()
-        try file.sync()
+        if sync { try file.sync() }
         finished = true
     }
 

@@ -1,3 +1,4 @@
+import CLinux
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -57,6 +58,15 @@ public enum FileSystem {
 
     public static func rename(_ from: String, _ to: String) throws(SystemError) {
         _ = try retryingEINTR("rename", to) { Glibc.rename(from, to) }
+    }
+
+    /// Flushes the whole file system holding `path`: one journal commit for many new files,
+    /// where an fsync of each costs a commit apiece.
+    public static func syncFileSystem(of path: String) throws(SystemError) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        defer { close(fd) }
+        if imgvol_syncfs(fd) != 0 { throw SystemError("syncfs", path) }
     }
 
     public static func syncDirectory(_ path: String) {

@@ -80,18 +80,20 @@ public final class LayerSplitWriter: TarSplitterOutput {
 
     public func file(_ bytes: UnsafeRawBufferPointer) throws { try current?.writer.write(bytes) }
 
-    /// The file is written and fsynced before the tar goes on.
+    /// The file is written before the tar goes on; it is synced with the others at the end.
     public func endFile() throws {
         guard let current else { return }
-        try current.writer.finish()
+        try current.writer.finish(sync: false)
         files[current.offset] = current.size
         self.current = nil
     }
 
-    /// Ends the tar; the directory entries of the files are synced too.
+    /// Ends the tar and makes the files durable. An fsync per file cost a journal commit
+    /// each: a layer of 200 files of 1.2 MiB pulled in 1.27 s, against 0.63-0.81 s for one
+    /// file of 240 MB; with one syncfs for them all, in 0.83-0.91 s.
     public func finish() throws {
         try tar.finish()
-        if !files.isEmpty { FileSystem.syncDirectory(directory) }
+        if !files.isEmpty { try FileSystem.syncFileSystem(of: directory) }
     }
 
     public func abandon() {
