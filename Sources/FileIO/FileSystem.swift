@@ -22,8 +22,8 @@ public enum FileSystem {
         return Int64(st.st_size)
     }
 
-    /// Bytes the file occupies on disk (allocated blocks), not its apparent size.
-    /// Allocated bytes (a sparse file's holes take none); a directory counts what it holds.
+    /// Bytes the file occupies on disk (allocated blocks, so a sparse file's holes count for
+    /// nothing), not its apparent size; a directory counts what it holds.
     public static func diskUsage(_ path: String) -> Int64 {
         var st = stat()
         guard lstat(path, &st) == 0 else { return 0 }

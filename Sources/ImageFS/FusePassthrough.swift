@@ -12,11 +12,15 @@ import Synchronization
 /// passthrough, opens are served as before, by the server.
 final class FusePassthrough: Sendable {
     private let sessionFD = Atomic<Int32>(-1)
-    /// Backing id per store file descriptor; a failed registration turns passthrough off.
-    /// The kernel wants every open of an inode to pass through to the same backing file, and
-    /// keeps its own reference to it: one registration per file for the mount's life.
-    private let ids = Mutex<[Int32: Int32]>([:])
-    private let disabled = Atomic<Bool>(false)
+    /// Backing id per store file descriptor; a failed registration turns passthrough off for
+    /// files not registered yet. The kernel wants every open of an inode to pass through to
+    /// the same backing file, and keeps its own reference to it: one registration per file
+    /// for the mount's life.
+    private struct Registrations {
+        var ids: [Int32: Int32] = [:]
+        var failed = false
+    }
+    private let registrations = Mutex(Registrations())
     private let logger: Logger?
 
     init(logger: Logger?) { self.logger = logger }
@@ -26,19 +30,22 @@ final class FusePassthrough: Sendable {
 
     /// The backing id for `fd`, registering it on first use; nil when passthrough is off.
     func backingID(for fd: Int32) -> Int32? {
-        guard !disabled.load(ordering: .relaxed), imgvol_fuse_passthrough_accepted() != 0 else { return nil }
+        guard imgvol_fuse_passthrough_accepted() != 0 else { return nil }
         let session = sessionFD.load(ordering: .acquiring)
         guard session >= 0 else { return nil }
-        return ids.withLock { ids -> Int32? in
-            if let id = ids[fd] { return id }
+        return registrations.withLock { r -> Int32? in
+            // A file registered before stays passed through: the kernel fails an open that
+            // does not pass through an inode another open already does.
+            if let id = r.ids[fd] { return id }
+            guard !r.failed else { return nil }
             let id = imgvol_fuse_backing_open(session, fd)
             guard id > 0 else {
-                disabled.store(true, ordering: .relaxed)
+                r.failed = true
                 logger?.info("FUSE passthrough is off: registering a backing file failed (errno \(-id)); the server serves reads")
                 return nil
             }
-            if ids.isEmpty { logger?.notice("FUSE passthrough on: reads of whole store files go straight to them") }
-            ids[fd] = id
+            if r.ids.isEmpty { logger?.notice("FUSE passthrough on: reads of whole store files go straight to them") }
+            r.ids[fd] = id
             return id
         }
     }

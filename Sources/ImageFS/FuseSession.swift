@@ -56,9 +56,6 @@ public final class FuseSession {
         }
     }
 
-    /// Whether the kernel took passthrough in the handshake (known once the mount answers).
-    public var passthroughActive: Bool { imgvol_fuse_passthrough_accepted() != 0 }
-
     /// Serves until unmounted or signalled. SIGINT, SIGTERM and SIGHUP detach the mount, which
     /// makes the kernel end every worker's read: libfuse's own handlers only set a flag that
     /// the multi-threaded loop may not see when the signal lands on another thread (a Swift
