@@ -128,10 +128,12 @@ public final class TarSplitter {
         return .data(remaining: size, padding: padding, to: destination)
     }
 
+    /// The sum of the header's bytes with the checksum field counted as spaces.
     private func checksumMatches() -> Bool {
         guard let stored = Self.number(header[148..<156]) else { return false }
-        var sum: Int64 = 0
-        for (i, byte) in header.enumerated() { sum += (148..<156).contains(i) ? 32 : Int64(byte) }
+        let sum = header.withUnsafeBufferPointer { bytes in
+            bytes.reduce(0) { $0 + Int64($1) } - bytes[148..<156].reduce(0) { $0 + Int64($1) } + 8 * 32
+        }
         return sum == stored
     }
 
