@@ -167,6 +167,9 @@ struct LayerFetcher: Sendable {
         if usesRanges(layer), let ranged = try await decompressRanged(layer, compression: compression, to: output,
                                                                      endpoints: endpoints, reference: reference) {
             result = ranged
+        } else if compression == .none, !FileSystem.exists(partialPath(layer.digest)),
+                  let piped = try await decompressPiped(layer, to: output, endpoints: endpoints, reference: reference) {
+            result = piped
         } else {
             result = try await decompressStreamed(layer, compression: compression, to: output, endpoints: endpoints, reference: reference)
         }
@@ -209,13 +212,26 @@ struct LayerFetcher: Sendable {
             return try Self.decompress(layer: name, compression: compression, source: RangedStreamReader(stream), to: output,
                                        known: compression == .none ? layer.digest : nil)
         }
-        do {
+        return try await downloading(into: decompression, fallback: "using one stream") {
             try await stream.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams,
                                       onBytes: progressCounter(layer.digest))
+        }
+    }
+
+    /// Runs `download` while `decompression` consumes it. nil when the registry ignored
+    /// `Range`: the caller goes on with `fallback`. `ended` learns how the download ended,
+    /// before the decompression is awaited.
+    private func downloading(into decompression: Task<Decompressed, any Error>, fallback: String,
+                             ended: (_ error: (any Error)?) -> Void = { _ in },
+                             _ download: () async throws -> Void) async throws -> Decompressed? {
+        do {
+            try await download()
+            ended(nil)
         } catch {
+            ended(error)
             _ = await decompression.result
             if let error = error as? RegistryError, error.kind == .rangeUnsupported {
-                logger.info("\(error.message); using one stream")
+                logger.info("\(error.message); \(fallback)")
                 return nil
             }
             throw error
@@ -233,6 +249,24 @@ struct LayerFetcher: Sendable {
         let received = Mutex<Int64>(0)
         let progress = self.progress
         return { bytes in progress?.layerProgress(digest, bytes: received.withLock { $0 += bytes; return $0 }) }
+    }
+
+    /// A big uncompressed tar on one plain stream, split as it arrives, through memory
+    /// (`PipedBlob`). nil when the registry ignored `Range` while resuming (the caller
+    /// starts over with a partial file).
+    private func decompressPiped(_ layer: Descriptor, to output: String, endpoints: [Endpoint],
+                                 reference: Reference) async throws -> Decompressed? {
+        let digest = layer.digest
+        let progress = self.progress
+        let blob = PipedBlob(digest: digest) { bytes in progress?.layerProgress(digest, bytes: bytes) }
+        let name = digest.description
+        let splitting = onThread {
+            defer { blob.readerFinished() }
+            return try Self.decompress(layer: name, compression: .none, source: PipedReader(blob), to: output, known: digest)
+        }
+        return try await downloading(into: splitting, fallback: "starting over", ended: { blob.end(error: $0) }) {
+            try await client.download(layer, from: endpoints, reference: reference, into: blob)
+        }
     }
 
     /// One resumable stream into `tmp/<hex>.partial`, decompressed as it grows.

@@ -266,3 +266,32 @@ def test_big_gzip_blob_over_two_streams_arrives_whole(imgvol, registry, publish,
     out = tmp_path / "out"
     imgvol.unpack(info.ref, out, "--pull", "never")
     assert (out / "data" / "big.bin").read_bytes() == pseudo_random(HUGE, 23)
+
+
+@pytest.mark.slow
+def test_one_plain_stream_resumes_a_big_uncompressed_layer_in_memory(imgvol, huge_image, root, tmp_path):
+    """A big uncompressed layer on one stream goes through memory to its split copy (no
+    partial file); a dropped connection resumes with Range from what was received."""
+    px = huge_image.proxy
+    px.set_faults(drop_after=20 << 20, drop_first=1, only=[huge_image.big])
+    res = imgvol.run("pull", "--tls-verify=false", huge_image.ref, extra_env={"IMGVOL_RANGE_STREAMS": "1"})
+    assert res.rc == 0, res.describe()
+    px.settle()
+    gets = px.blob_gets(huge_image.big)
+    assert any(r.dropped for r in gets), "the fault was not injected"
+    assert gets[0].range is None, [(r.status, r.range) for r in gets]
+    assert [r.status for r in gets if r.range] == [206], [(r.status, r.range) for r in gets]
+    out = tmp_path / "out"
+    imgvol.unpack(huge_image.ref, out, "--pull", "never")
+    assert (out / "data" / "big.bin").read_bytes() == pseudo_random(HUGE, 11)
+    assert not os.listdir(os.path.join(root, "tmp")), os.listdir(os.path.join(root, "tmp"))
+
+
+def test_one_plain_stream_corrupt_big_uncompressed_layer_stores_nothing(imgvol, registry, huge_image, root):
+    registry.corrupt_blob(huge_image.big)
+    res = imgvol.run("pull", "--tls-verify=false", huge_image.ref, extra_env={"IMGVOL_RANGE_STREAMS": "1"})
+    assert res.rc != 0
+    assert huge_image.big in res.stderr and "digest" in res.stderr.lower(), res.describe()
+    stored = os.listdir(os.path.join(root, "layers"))
+    assert not stored, stored
+    assert not os.listdir(os.path.join(root, "tmp")), os.listdir(os.path.join(root, "tmp"))
