@@ -324,7 +324,7 @@ struct LayerFetcher: Sendable {
         // A decompression started over (a restarted download) leaves nothing of the first.
         try? FileSystem.removeTree(LayerSplit.directory(forTar: output))
         let file = try BackgroundFileWriter(path: output)
-        let writer = LayerSplitWriter(tar: file)
+        let writer = LayerSplitWriter(tar: file, layer: layer)
         let splitter = TarSplitter(output: writer)
         let indexer = FollowingIndexer(writer: file, path: output, layer: layer)
         var hasher = DigestHasher()

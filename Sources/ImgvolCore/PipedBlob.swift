@@ -128,7 +128,7 @@ final class PipedReader: ByteSourceAdapter {
         }
         let n = min(buffer.count, chunk.count - offset)
         chunk.withUnsafeBytes { source in
-            buffer.baseAddress?.copyMemory(from: source.baseAddress! + offset, byteCount: n)
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + n]))
         }
         offset += n
         return n

@@ -61,12 +61,15 @@ public enum LayerSplit {
 public final class LayerSplitWriter: TarSplitterOutput {
     public let tar: BackgroundFileWriter
     public let directory: String
+    /// The layer's digest, for errors.
+    let layer: String
     private var current: (writer: BackgroundFileWriter, offset: Int64, size: Int64)?
     /// The files written whole: offset in the tar → size.
     public private(set) var files: [Int64: Int64] = [:]
 
-    public init(tar: BackgroundFileWriter) {
+    public init(tar: BackgroundFileWriter, layer: String) {
         self.tar = tar
+        self.layer = layer
         directory = LayerSplit.directory(forTar: tar.path)
     }
 
@@ -92,6 +95,12 @@ public final class LayerSplitWriter: TarSplitterOutput {
     /// each: a layer of 200 files of 1.2 MiB pulled in 1.27 s, against 0.63-0.81 s for one
     /// file of 240 MB; with one syncfs for them all, in 0.83-0.91 s.
     public func finish() throws {
+        if let current {
+            // The hole in the tar would read as zeros: a truncated layer is an error here.
+            current.writer.abandon()
+            self.current = nil
+            throw LayerError(.malformed, layer: layer, "it ends inside the content of the file at offset \(current.offset) (\(current.size) bytes)")
+        }
         try tar.finish()
         if !files.isEmpty { try FileSystem.syncFileSystem(of: directory) }
     }

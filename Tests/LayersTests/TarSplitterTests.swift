@@ -129,7 +129,7 @@ struct LayerSplitTests {
             try makeTar([.file("small", "s"), .file("big", big), .file("tail", "t")], at: source, format: "pax")
             let original = try readFile(source)
             let tarPath = dir + "/layer.tar"
-            let writer = LayerSplitWriter(tar: try BackgroundFileWriter(path: tarPath))
+            let writer = LayerSplitWriter(tar: try BackgroundFileWriter(path: tarPath), layer: "sha256:test")
             let splitter = TarSplitter(output: writer)
             try original.withUnsafeBytes { try splitter.write($0) }
             try writer.finish()
@@ -145,6 +145,17 @@ struct LayerSplitTests {
             // Nothing to put back: the index confirms the split.
             try LayerSplit.reconcile(index, files: writer.files, tarPath: tarPath)
             #expect(FileSystem.exists(apart))
+        }
+    }
+
+    @Test func aLayerEndingInsideABigFileIsAnError() throws {
+        try withTempDir { dir in
+            let source = dir + "/source.tar"
+            try makeTar([.file("big", pseudoRandomBytes(Int(TarSplitter.threshold) + 10, seed: 13))], at: source, format: "ustar")
+            let truncated = Array(try readFile(source).prefix(512 + 4096))
+            let writer = LayerSplitWriter(tar: try BackgroundFileWriter(path: dir + "/layer.tar"), layer: "sha256:test")
+            try truncated.withUnsafeBytes { try TarSplitter(output: writer).write($0) }
+            #expect(throws: LayerError.self) { try writer.finish() }
         }
     }
 
