@@ -38,17 +38,14 @@ public enum LayerSplit {
         let strays = files.filter { !confirmed.contains($0.key) }
         guard !strays.isEmpty else { return }
         let tar = try OpenFile(path: tarPath, flags: O_WRONLY, mode: 0)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
         for (offset, size) in strays {
             let path = path(in: directory, offset: offset)
-            let source = try OpenFile.openRead(path)
-            var done: Int64 = 0
-            while done < size {
-                let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), size - done))]), at: done)
-                guard n > 0 else { throw SystemError("read", path, errno: EIO) }
-                try tar.writeAll(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), at: offset + done)
-                done += Int64(n)
+            do {
+                try tar.copyRange(from: try OpenFile.openRead(path), at: 0, count: size, to: offset, bufferSize: 1 << 20)
+            } catch let error as SystemError {
+                throw error
+            } catch {
+                throw SystemError("read", path, errno: EIO)
             }
             try FileSystem.remove(path)
         }

@@ -1,4 +1,3 @@
-import CLinux
 import FileIO
 import Foundation
 import Layers
@@ -151,33 +150,17 @@ final class FileWriterPool: @unchecked Sendable {
         if let error = failure.withLock({ $0 }) { throw error }
     }
 
-    /// In-kernel copy (reflinked where the file system can share extents).
+    /// Copies a range, turning a source that ends early into the unpack error that names the file.
     private func copy(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile, at start: Int64) throws {
-        var done: Int64 = 0
-        while done < count {
-            let n = imgvol_copy_file_range(source.fd, offset + done, target.fd, start + done, Int(min(count - done, 1 << 30)))
-            if n > 0 { done += n; continue }
-            if n == 0 { throw Unpacker.Failure(path: target.path, reason: "layer data ends early") }
-            if errno == EINTR { continue }
-            if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP {
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.bufferSize, alignment: 4096)
-                defer { buffer.deallocate() }
-                try copyByReading(from: source, offset: offset + done, count: count - done, to: target, at: start + done, buffer: buffer)
-                return
-            }
-            throw SystemError("copy_file_range", target.path)
+        do { try target.copyRange(from: source, at: offset, count: count, to: start, bufferSize: Self.bufferSize) } catch is OpenFile.SourceEnded {
+            throw Unpacker.Failure(path: target.path, reason: "layer data ends early")
         }
     }
 
-    private func copyByReading(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile, at start: Int64 = 0,
+    private func copyByReading(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile,
                                buffer: UnsafeMutableRawBufferPointer) throws {
-        var done: Int64 = 0
-        while done < count {
-            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), count - done))])
-            let n = try source.read(into: chunk, at: offset + done)
-            guard n > 0 else { throw Unpacker.Failure(path: target.path, reason: "layer data ends early") }
-            try target.writeAll(UnsafeRawBufferPointer(rebasing: chunk[0..<n]), at: start + done)
-            done += Int64(n)
+        do { try target.copyRangeByReading(from: source, at: offset, count: count, to: 0, buffer: buffer) } catch is OpenFile.SourceEnded {
+            throw Unpacker.Failure(path: target.path, reason: "layer data ends early")
         }
     }
 }
