@@ -204,13 +204,11 @@ struct LayerFetcher: Sendable {
     private func decompressRanged(_ layer: Descriptor, compression: LayerCompression, to output: String,
                                   endpoints: [Endpoint], reference: Reference) async throws -> Decompressed? {
         let stream = RangedStream(descriptor: layer)
-        let name = layer.digest.description
         // A stream that fails to decompress does not stop the download: the digest, checked
         // at the end, tells a corrupt blob (named with both digests) from a malformed one.
         let decompression = onThread {
             defer { stream.decompressorFinished() }
-            return try Self.decompress(layer: name, compression: compression, source: RangedStreamReader(stream), to: output,
-                                       known: compression == .none ? layer.digest : nil)
+            return try Self.decompress(layer.digest, compression: compression, source: RangedStreamReader(stream), to: output)
         }
         return try await downloading(into: decompression, fallback: "using one stream") {
             try await stream.fetchAll(client: client, endpoints: endpoints, reference: reference, streams: rangeStreams,
@@ -259,10 +257,9 @@ struct LayerFetcher: Sendable {
         let digest = layer.digest
         let progress = self.progress
         let blob = PipedBlob(digest: digest) { bytes in progress?.layerProgress(digest, bytes: bytes) }
-        let name = digest.description
         let splitting = onThread {
             defer { blob.readerFinished() }
-            return try Self.decompress(layer: name, compression: .none, source: PipedReader(blob), to: output, known: digest)
+            return try Self.decompress(digest, compression: .none, source: PipedReader(blob), to: output)
         }
         return try await downloading(into: splitting, fallback: "starting over", ended: { blob.end(error: $0) }) {
             try await client.download(layer, from: endpoints, reference: reference, into: blob)
@@ -273,11 +270,8 @@ struct LayerFetcher: Sendable {
     private func decompressStreamed(_ layer: Descriptor, compression: LayerCompression, to output: String,
                                     endpoints: [Endpoint], reference: Reference) async throws -> Decompressed {
         let partial = try openPartial(layer, direct: false)
-        let name = layer.digest.description
-
         let decompression = onThread {
-            try Self.decompress(layer: name, compression: compression, source: FollowingReader(partial), to: output,
-                            known: compression == .none ? layer.digest : nil)
+            try Self.decompress(layer.digest, compression: compression, source: FollowingReader(partial), to: output)
         }
         let started = ContinuousClock.now
         do {
@@ -297,8 +291,7 @@ struct LayerFetcher: Sendable {
             actual = try await decompression.value
         } catch is PartialBlob.Restarted {
             actual = try await onThread {
-                try Self.decompress(layer: name, compression: compression, source: FileByteSource(path: partial.path), to: output,
-                                    known: compression == .none ? layer.digest : nil)
+                try Self.decompress(layer.digest, compression: compression, source: FileByteSource(path: partial.path), to: output)
             }.value
         } catch let error as LayerError {
             try? FileSystem.remove(partial.path)
@@ -316,11 +309,13 @@ struct LayerFetcher: Sendable {
         let files: [Int64: Int64]
     }
 
-    /// Decompresses into `output` (fsynced), split (`LayerSplit`), indexing it on the way.
-    /// `known` is the diff_id when the download already proved it (an uncompressed blob is
-    /// its own diff_id): no second hash.
-    private static func decompress(layer: String, compression: LayerCompression, source: ByteSourceAdapter, to output: String,
-                                   known: Digest? = nil) throws -> Decompressed {
+    /// Decompresses blob `digest` into `output` (fsynced), split (`LayerSplit`), indexing it
+    /// on the way. An uncompressed blob is its own diff_id, already checked by its download:
+    /// it is not hashed a second time.
+    private static func decompress(_ digest: Digest, compression: LayerCompression, source: ByteSourceAdapter,
+                                   to output: String) throws -> Decompressed {
+        let layer = digest.description
+        let known = compression == .none ? digest : nil
         // A decompression started over (a restarted download) leaves nothing of the first.
         try? FileSystem.removeTree(LayerSplit.directory(forTar: output))
         let file = try BackgroundFileWriter(path: output)
