@@ -41,6 +41,10 @@ static inline void imgvol_set_keep_cache(struct fuse_file_info *fi) {
     fi->noflush = 1;
 }
 
+/* fh: the descriptor a file stored apart is read from, set at open. */
+static inline void imgvol_set_file_handle(struct fuse_file_info *fi, uint64_t fh) { fi->fh = fh; }
+static inline uint64_t imgvol_file_handle(const struct fuse_file_info *fi) { return fi->fh; }
+
 static inline void imgvol_set_noflush(struct fuse_file_info *fi) { fi->noflush = 1; }
 
 static inline void imgvol_set_cache_readdir(struct fuse_file_info *fi) {

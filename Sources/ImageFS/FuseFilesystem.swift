@@ -49,17 +49,8 @@ public final class FuseFilesystem: Sendable {
         self.passthrough = passthrough ? FusePassthrough(logger: logger) : nil
     }
 
-    /// Where a regular file's bytes are: a descriptor and the offset of byte 0. nil when the
-    /// file stored apart cannot be opened.
-    func content(of index: UInt32, _ node: ImageTree.Inode) -> (fd: Int32, offset: Int64)? {
-        if node.storedApart {
-            return apartFile(index, node).map { ($0.fd, 0) }
-        }
-        guard node.layer >= 0, Int(node.layer) < layerFDs.count else { return nil }
-        return (layerFDs[Int(node.layer)], node.dataOffset)
-    }
-
-    private func apartFile(_ index: UInt32, _ node: ImageTree.Inode) -> OpenFile? {
+    /// The file a node stored apart is read from (nil when it cannot be opened).
+    func apartFile(_ index: UInt32, _ node: ImageTree.Inode) -> OpenFile? {
         apartFiles.withLock { open in
             if let file = open[index] { return file }
             guard node.layer >= 0, Int(node.layer) < files.count else { return nil }

@@ -19,7 +19,7 @@ enum FuseOperations {
         ops.getattr = { req, ino, _ in FuseOperations.getattr(req, ino) }
         ops.readlink = { req, ino in FuseOperations.readlink(req, ino) }
         ops.open = { req, ino, fi in FuseOperations.open(req, ino, fi) }
-        ops.read = { req, ino, size, offset, _ in FuseOperations.read(req, ino, size, offset) }
+        ops.read = { req, ino, size, offset, fi in FuseOperations.read(req, ino, size, offset, fi) }
         ops.release = { req, _, _ in fuse_reply_err(req, 0) }
         ops.opendir = { req, ino, fi in FuseOperations.opendir(req, ino, fi) }
         ops.readdir = { req, ino, size, offset, _ in FuseOperations.readdir(req, ino, size, offset, plus: false) }
@@ -101,6 +101,11 @@ enum FuseOperations {
         let flags = imgvol_open_flags(fi)
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { fuse_reply_err(req, EROFS); return }
         if node.kind == .directory { fuse_reply_err(req, EISDIR); return }
+        if node.storedApart {
+            // Opened once for the mount's life; reads then find it without a lookup.
+            guard let file = fs.apartFile(index, node) else { fuse_reply_err(req, EIO); return }
+            imgvol_set_file_handle(fi, UInt64(file.fd))
+        }
         guard let backing = fs.backingID(for: index, node) else {
             imgvol_set_keep_cache(fi)
             fuse_reply_open(req, fi)
@@ -114,20 +119,26 @@ enum FuseOperations {
         imgvol_fuse_set_open_backing(0)
     }
 
-    static func read(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t) {
+    static func read(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
         guard let fs = filesystem(req), let index = fs.index(ino), let node = fs.tree.inode(index) else {
             fuse_reply_err(req, ENOENT); return
         }
         guard node.kind == .regular else { fuse_reply_err(req, EINVAL); return }
         let start = Int64(offset)
         guard start < node.size, size > 0 else { fuse_reply_buf(req, nil, 0); return }
-        guard let content = fs.content(of: index, node) else { fuse_reply_err(req, EIO); return }
         let length = Int(min(Int64(size), node.size - start))
-        if !node.storedApart, let gate = fs.gate(node.layer), !gate.waitFor(offset: node.dataOffset + start, length: length) {
+        if node.storedApart {
+            // A file stored apart is its own file, from offset 0; open put its descriptor in fh.
+            guard let fi else { fuse_reply_err(req, EIO); return }
+            imgvol_reply_fd(req, Int32(truncatingIfNeeded: imgvol_file_handle(fi)), off_t(start), length)
+            return
+        }
+        guard node.layer >= 0, Int(node.layer) < fs.layerFDs.count else { fuse_reply_err(req, EIO); return }
+        if let gate = fs.gate(node.layer), !gate.waitFor(offset: node.dataOffset + start, length: length) {
             fuse_reply_err(req, EIO)
             return
         }
-        imgvol_reply_fd(req, content.fd, off_t(content.offset + start), length)
+        imgvol_reply_fd(req, fs.layerFDs[Int(node.layer)], off_t(node.dataOffset + start), length)
     }
 
     static func opendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
