@@ -13,3 +13,5 @@ int64_t imgvol_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t of
     loff_t in = (loff_t)off_in, out = (loff_t)off_out;
     return (int64_t)copy_file_range(fd_in, &in, fd_out, &out, length, 0);
 }
+
+int imgvol_o_direct(void) { return O_DIRECT; }

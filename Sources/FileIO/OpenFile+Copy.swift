@@ -40,4 +40,37 @@ extension OpenFile {
             done += Int64(n)
         }
     }
+
+    /// Through `buffer` into `direct` (this file reopened with O_DIRECT), so the copy takes
+    /// no page cache: on these VMs, getting 1 GiB of fresh page-cache pages cost 0.25-2.6 s
+    /// of system time from one run to the next, a direct write of it 0.6 s. `start` and the
+    /// buffer must be 4 KiB-aligned; the last partial block goes through this descriptor.
+    /// Throws `DirectRefused` when the file system turns a direct write down.
+    public func copyRangeDirect(from source: OpenFile, at offset: Int64, count: Int64, to start: Int64,
+                                direct: OpenFile, buffer: UnsafeMutableRawBufferPointer) throws {
+        var done: Int64 = 0
+        while done < count {
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(Int64(buffer.count), count - done))])
+            let n = try source.read(into: chunk, at: offset + done)
+            guard n > 0 else { throw SourceEnded() }
+            let aligned = n & ~(Self.directAlignment - 1)
+            if aligned > 0 {
+                let written = pwrite(direct.fd, chunk.baseAddress, aligned, off_t(start + done))
+                if written < 0 && errno == EINVAL { throw DirectRefused() }
+                if written < 0 { throw SystemError("write", path) }
+                done += Int64(written)
+                if written < aligned { continue }
+            }
+            if aligned < n {
+                try writeAll(UnsafeRawBufferPointer(rebasing: chunk[aligned..<n]), at: start + done)
+                done += Int64(n - aligned)
+            }
+        }
+    }
+
+    /// Offsets, lengths and buffers of O_DIRECT I/O are multiples of this.
+    public static let directAlignment = 4096
+
+    /// The file system does not take direct writes at this offset or of this buffer.
+    public struct DirectRefused: Error {}
 }

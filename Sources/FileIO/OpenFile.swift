@@ -24,6 +24,17 @@ public final class OpenFile: @unchecked Sendable {
         try OpenFile(path: path, flags: O_RDONLY)
     }
 
+    /// O_DIRECT, which Swift's Glibc module does not export (x86_64 and arm64 differ).
+    public static let directFlag: Int32 = imgvol_o_direct()
+
+    /// A second descriptor on the same inode that writes around the page cache, or nil where
+    /// the file system refuses O_DIRECT (tmpfs). Reopened through /proc/self/fd, so no path
+    /// is looked up again.
+    public func reopenForDirectWrites() -> OpenFile? {
+        let fd = open("/proc/self/fd/\(self.fd)", O_WRONLY | O_CLOEXEC | Self.directFlag)
+        return fd < 0 ? nil : OpenFile(adopting: fd, path: path)
+    }
+
     deinit { if !closed { Glibc.close(fd) } }
 
     public func close() {

@@ -9,4 +9,6 @@
 int imgvol_sync_file_range_write(int fd, int64_t offset, int64_t length);
 int64_t imgvol_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t length);
 int imgvol_syncfs(int fd);
+/// O_DIRECT, which Swift's Glibc module does not export.
+int imgvol_o_direct(void);
 #endif

@@ -30,6 +30,9 @@ final class FileWriterPool: @unchecked Sendable {
     /// Files this large are copied in `pieces` concurrent parts.
     static let pieceThreshold: Int64 = 64 << 20
     static let pieces = 4
+    /// Files this large are written around the page cache.
+    static let directThreshold: Int64 = 64 << 20
+    static let directBufferSize = 4 << 20
 
     let metadata: MetadataWriter
     private let sources: [OpenFile]
@@ -130,10 +133,14 @@ final class FileWriterPool: @unchecked Sendable {
 
     /// A big file is copied as a few pieces at once: with the layer tar not in the page cache
     /// (pulled long ago, or an uncompressed layer fetched in one stream with O_DIRECT), one
-    /// sequential copy waits for each read in turn.
+    /// sequential copy waits for each read in turn. From `directThreshold` on, the pieces are
+    /// written with O_DIRECT (`OpenFile.copyRangeDirect`).
     private func copyInPieces(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile) throws {
         let pieces = count >= Self.pieceThreshold ? Self.pieces : 1
-        // Rounded up twice (to a share, then to whole buffers), so the pieces cover every byte.
+        let direct = count >= Self.directThreshold ? target.reopenForDirectWrites() : nil
+        defer { direct?.close() }
+        // Rounded up twice (to a share, then to whole buffers), so the pieces cover every byte
+        // and each starts on a buffer boundary (which O_DIRECT needs).
         let share = (count + Int64(pieces) - 1) / Int64(pieces)
         let pieceSize = (share + Int64(Self.bufferSize) - 1) / Int64(Self.bufferSize) * Int64(Self.bufferSize)
         let failure = Mutex<(any Error)?>(nil)
@@ -142,7 +149,7 @@ final class FileWriterPool: @unchecked Sendable {
             let length = min(pieceSize, count - start)
             guard length > 0 else { return }
             do {
-                try copy(from: source, offset: offset + start, count: length, to: target, at: start)
+                try copy(from: source, offset: offset + start, count: length, to: target, at: start, direct: direct)
             } catch {
                 failure.withLock { if $0 == nil { $0 = error } }
             }
@@ -150,9 +157,21 @@ final class FileWriterPool: @unchecked Sendable {
         if let error = failure.withLock({ $0 }) { throw error }
     }
 
-    /// Copies a range, turning a source that ends early into the unpack error that names the file.
-    private func copy(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile, at start: Int64) throws {
-        do { try target.copyRange(from: source, at: offset, count: count, to: start, bufferSize: Self.bufferSize) } catch is OpenFile.SourceEnded {
+    /// Copies a range, turning a source that ends early into the unpack error that names the
+    /// file. A direct copy the file system refuses is done again in full through the cache.
+    private func copy(from source: OpenFile, offset: Int64, count: Int64, to target: OpenFile, at start: Int64,
+                      direct: OpenFile?) throws {
+        do {
+            if let direct {
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.directBufferSize, alignment: OpenFile.directAlignment)
+                defer { buffer.deallocate() }
+                do {
+                    try target.copyRangeDirect(from: source, at: offset, count: count, to: start, direct: direct, buffer: buffer)
+                    return
+                } catch is OpenFile.DirectRefused {}
+            }
+            try target.copyRange(from: source, at: offset, count: count, to: start, bufferSize: Self.bufferSize)
+        } catch is OpenFile.SourceEnded {
             throw Unpacker.Failure(path: target.path, reason: "layer data ends early")
         }
     }
