@@ -101,10 +101,12 @@ struct LayerFetcher: Sendable {
 
     private func partialPath(_ digest: Digest) -> String { "\(store.tmpDir)/\(digest.hex).partial" }
 
-    private func openPartial(_ layer: Descriptor, direct: Bool) throws -> PartialBlob {
+    private func openPartial(_ layer: Descriptor, direct: Bool, retaining: Bool = false) throws -> PartialBlob {
         let digest = layer.digest
         let progress = self.progress
-        return try PartialBlob(path: partialPath(digest), direct: direct) { bytes in progress?.layerProgress(digest, bytes: bytes) }
+        return try PartialBlob(path: partialPath(digest), direct: direct, retaining: retaining) { bytes in
+            progress?.layerProgress(digest, bytes: bytes)
+        }
     }
 
     /// A verified file holding the blob, ready to be renamed into the store.
@@ -266,10 +268,12 @@ struct LayerFetcher: Sendable {
         }
     }
 
-    /// One resumable stream into `tmp/<hex>.partial`, decompressed as it grows.
+    /// One resumable stream into `tmp/<hex>.partial`, decompressed as it grows, from the
+    /// blocks the partial blob keeps in memory: the file is only for resuming, so it is
+    /// written around the page cache.
     private func decompressStreamed(_ layer: Descriptor, compression: LayerCompression, to output: String,
                                     endpoints: [Endpoint], reference: Reference) async throws -> Decompressed {
-        let partial = try openPartial(layer, direct: false)
+        let partial = try openPartial(layer, direct: true, retaining: true)
         let decompression = onThread {
             try Self.decompress(layer.digest, compression: compression, source: FollowingReader(partial), to: output)
         }
