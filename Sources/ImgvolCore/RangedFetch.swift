@@ -23,6 +23,14 @@ struct RangedFetch: Sendable {
         var isOn: Bool { on.withLock { $0 } }
 
         func turnOn() { on.withLock { $0 = true } }
+
+        /// Returns once the switch is on, or after `limit`.
+        func waitUntilOn(atMost limit: Duration) async {
+            let deadline = ContinuousClock.now + limit
+            while !isOn, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+        }
     }
 
     init(blobs: [RangedBlob], client: RegistryClient, endpoints: [Endpoint], reference: Reference,
