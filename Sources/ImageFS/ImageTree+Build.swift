@@ -18,6 +18,8 @@ extension ImageTree {
         var entry: LayerEntry
         var layer: Int32
         var children: [String: Node]?
+        /// Its inode number once `freeze` has numbered it (hard links reach a node twice).
+        var number: UInt32?
 
         init(entry: LayerEntry, layer: Int32) {
             self.entry = entry
@@ -104,15 +106,14 @@ extension ImageTree {
 
     private static func freeze(_ root: Node) -> ImageTree {
         var inodes: [Inode] = []
-        var numbers: [ObjectIdentifier: UInt32] = [:]
 
         func number(_ node: Node, parent: UInt32) -> UInt32 {
-            if let known = numbers[ObjectIdentifier(node)] {
+            if let known = node.number {
                 inodes[Int(known)].nlink += 1
                 return known
             }
             let index = UInt32(inodes.count)
-            numbers[ObjectIdentifier(node)] = index
+            node.number = index
             let e = node.entry
             inodes.append(Inode(
                 kind: e.kind, mode: e.mode, uid: e.uid, gid: e.gid,
@@ -123,7 +124,7 @@ extension ImageTree {
                 nlink: e.kind == .directory ? 2 : 1,
                 parent: index == 0 ? 0 : parent, children: []))
             if let children = node.children {
-                let sorted = children.sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+                let sorted = children.sorted { ImageTree.bytewiseLess($0.key, $1.key) }
                 var entries: [DirEntry] = []
                 entries.reserveCapacity(sorted.count)
                 var subdirectories: UInt32 = 0

@@ -1,4 +1,7 @@
 import Layers
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The merged, read-only tree of an image: every layer applied in order, whiteouts honoured.
 /// Immutable once built, so the FUSE server reads it from any thread without locks.
@@ -48,18 +51,38 @@ public struct ImageTree: Sendable {
 
     /// Binary search over the sorted children of `directory`.
     public func lookup(_ directory: UInt32, _ name: String) -> UInt32? {
-        guard let dir = inode(directory), dir.kind == .directory else { return nil }
-        let key = Array(name.utf8)
+        guard Int(directory) < inodes.count, inodes[Int(directory)].kind == .directory else { return nil }
+        let children = inodes[Int(directory)].children
         var low = 0
-        var high = dir.children.count
+        var high = children.count
         while low < high {
             let mid = (low + high) / 2
-            let candidate = dir.children[mid].name
-            if candidate.utf8.elementsEqual(key) { return dir.children[mid].inode }
-            if candidate.utf8.lexicographicallyPrecedes(key) { low = mid + 1 } else { high = mid }
+            let order = Self.bytewiseCompare(children[mid].name, name)
+            if order == 0 { return children[mid].inode }
+            if order < 0 { low = mid + 1 } else { high = mid }
         }
         return nil
     }
+
+    /// Names are ordered by their UTF-8 bytes (as `ls` under LC_ALL=C), compared with memcmp:
+    /// sorting 21,000 names through the generic `lexicographicallyPrecedes` was a tenth of
+    /// merging an image's layers.
+    static func bytewiseCompare(_ a: String, _ b: String) -> Int32 {
+        var a = a
+        var b = b
+        return a.withUTF8 { x in
+            b.withUTF8 { y in
+                let common = min(x.count, y.count)
+                if common > 0, let p = x.baseAddress, let q = y.baseAddress {
+                    let order = memcmp(p, q, common)
+                    if order != 0 { return order }
+                }
+                return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
+            }
+        }
+    }
+
+    static func bytewiseLess(_ a: String, _ b: String) -> Bool { bytewiseCompare(a, b) < 0 }
 
     /// Resolves a relative path without following symlinks; nil if any part is missing or a
     /// non-directory stands in the middle.

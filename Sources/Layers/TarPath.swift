@@ -8,6 +8,7 @@ public enum TarPath {
     }
 
     public static func normalize(_ raw: String) throws(Problem) -> String {
+        if isNormal(raw) { return raw }
         var parts: [Substring] = []
         for part in raw.split(separator: "/", omittingEmptySubsequences: true) {
             switch part {
@@ -22,14 +23,34 @@ public enum TarPath {
         return parts.joined(separator: "/")
     }
 
+    // parent and base search the UTF-8 bytes: "/" is one byte, and a search by Character
+    // (grapheme breaking on every step) was most of their cost in merging 21,000 entries.
     public static func parent(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "" }
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "" }
         return String(path[..<slash])
     }
 
     public static func base(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return path }
+        return String(path[path.utf8.index(after: slash)...])
+    }
+
+    /// Whether `raw` is already in normal form: relative, no empty, "." or ".." parts, no
+    /// trailing "/". Most tar names are, and need no splitting and joining.
+    static func isNormal(_ raw: String) -> Bool {
+        var partLength = 0
+        var dots = 0
+        for byte in raw.utf8 {
+            if byte == UInt8(ascii: "/") {
+                if partLength == 0 || partLength == dots && dots <= 2 { return false }
+                partLength = 0
+                dots = 0
+            } else {
+                partLength += 1
+                if byte == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        return partLength > 0 && !(partLength == dots && dots <= 2)
     }
 
     public static let whiteoutPrefix = ".wh."

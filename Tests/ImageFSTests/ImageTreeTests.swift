@@ -210,6 +210,19 @@ struct ImageTreeTests {
         #expect(tree.node("a/B/z")?.parent == 3)
     }
 
+    @Test func lookupFindsNamesThatPrefixOrSortNearEachOther() throws {
+        let names = ["a", "ab", "a.b", "a b", "B", "é", "e", "ée", "z", ""]
+        let tree = try build([names.filter { !$0.isEmpty }.map { e("d/" + $0) }])
+        let dir = try #require(tree.resolve("d"))
+        for name in names where !name.isEmpty {
+            #expect(tree.lookup(dir, name).flatMap { tree.inode($0) }?.kind == .regular, "\(name)")
+        }
+        for missing in ["", "a.", "abc", "é\u{301}", "Z", "zz"] {
+            #expect(tree.lookup(dir, missing) == nil, "\(missing)")
+        }
+        #expect(tree.names("d") == ["B", "a", "a b", "a.b", "ab", "e", "z", "é", "ée"])
+    }
+
     @Test func numberingIsDeterministic() throws {
         let layers = [
             (0..<200).map { e("dir\($0 % 7)/file\($0)", size: Int64($0)) } + [e("l", .symlink, link: "x")],

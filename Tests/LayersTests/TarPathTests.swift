@@ -20,6 +20,12 @@ struct TarPathTests {
         ("...", "..."),
         ("..a/b..", "..a/b.."),
         (".wh..wh..opq", ".wh..wh..opq"),
+        ("a/.../b", "a/.../b"),
+        ("a/b.", "a/b."),
+        ("é/ü/ß", "é/ü/ß"),
+        ("é//ü/./", "é/ü"),
+        ("a/.", "a"),
+        ("./a", "a"),
     ])
     func normalize(raw: String, expected: String) throws {
         #expect(try TarPath.normalize(raw) == expected)
@@ -35,5 +41,8 @@ struct TarPathTests {
         #expect(TarPath.parent("a") == "")
         #expect(TarPath.base("a/b/c") == "c")
         #expect(TarPath.base("a") == "a")
+        #expect(TarPath.parent("é/ü/ß") == "é/ü")
+        #expect(TarPath.base("é/ü/ß") == "ß")
+        #expect(TarPath.base("dir/") == "")
     }
 }
