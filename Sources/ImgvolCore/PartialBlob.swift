@@ -29,7 +29,7 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
     /// Bytes held in all: on disk plus pending (where a resumed download starts).
     private var received: Int64 = 0
 
-    /// Blocks already written, kept for the follower (`retained`), oldest first. The file is
+    /// Blocks already written, kept for the follower when `retaining`, oldest first. The file is
     /// for a later pull to resume from; the decompressor reads these instead, so a blob
     /// written with O_DIRECT is not read back from disk.
     private var retained: [(start: Int64, block: UnsafeMutableRawBufferPointer, count: Int)] = []
