@@ -6,12 +6,29 @@ extension ImageTree {
     /// layer's own entries. An entry whose parent path is a symlink is refused: imgvol never
     /// writes through a link.
     public static func build(layers: [(name: String, index: LayerIndex)]) throws(LayerError) -> ImageTree {
-        let root = Node(entry: LayerEntry(path: "", kind: .directory, mode: 0o755), layer: -1)
-        root.children = [:]
-        for (layerNumber, layer) in layers.enumerated() {
-            try apply(layer.index, layer: Int32(layerNumber), name: layer.name, to: root)
+        let builder = Builder()
+        for layer in layers { try builder.apply(layer.index, name: layer.name) }
+        return builder.finish()
+    }
+
+    /// `build` one layer at a time, so that a pull can merge each layer as soon as it and
+    /// those below it have arrived, while the others still download. One caller at a time.
+    public final class Builder: @unchecked Sendable {
+        private let root: Node
+        private var applied: Int32 = 0
+
+        public init() {
+            root = Node(entry: LayerEntry(path: "", kind: .directory, mode: 0o755), layer: -1)
+            root.children = [:]
         }
-        return freeze(root)
+
+        /// Applies the next layer up; `name` is for errors.
+        public func apply(_ index: LayerIndex, name: String) throws(LayerError) {
+            try ImageTree.apply(index, layer: applied, name: name, to: root)
+            applied += 1
+        }
+
+        public func finish() -> ImageTree { freeze(root) }
     }
 
     private final class Node {

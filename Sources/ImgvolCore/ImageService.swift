@@ -80,14 +80,19 @@ public struct ImageService: Sendable {
     /// (and cached) otherwise. The tree depends only on immutable layer indexes, so a cached
     /// one never goes stale.
     public func tree(of record: ImageRecord) throws -> ImageTree {
-        let cache = store.treePath(record.digest)
-        if let bytes = try? FileSystem.readFile(cache), let tree = try? ImageTree(decoding: bytes) { return tree }
+        if let bytes = try? FileSystem.readFile(store.treePath(record.digest)), let tree = try? ImageTree(decoding: bytes) { return tree }
         let layers = try record.layers.map { (name: $0.digest.description, index: try store.index(of: $0)) }
         let tree = try ImageTree.build(layers: layers)
-        do { try FileSystem.writeAtomically(tree.encoded(), to: cache, tmpDir: store.tmpDir, mode: 0o600) } catch {
+        cache(tree, of: record)
+        return tree
+    }
+
+    /// Saves the merged tree for the mounts to come; a tree that cannot be saved is built again
+    /// by the next mount.
+    public func cache(_ tree: ImageTree, of record: ImageRecord) {
+        do { try FileSystem.writeAtomically(tree.encoded(), to: store.treePath(record.digest), tmpDir: store.tmpDir, mode: 0o600) } catch {
             logger.info("could not cache the tree of \(record.digest): \(error)")
         }
-        return tree
     }
 
     /// The files holding each layer's bytes, in layer order (the tree's layer numbers).

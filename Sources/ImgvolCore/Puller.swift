@@ -1,4 +1,5 @@
 import FileIO
+import ImageFS
 import Foundation
 import Layers
 import Logging
@@ -44,20 +45,25 @@ public struct Puller: Sendable {
         let endpoints = try self.endpoints(for: resolved, reference: reference)
         let configBytes = try await config(manifest.config, endpoints: endpoints, reference: reference)
         let plan = try Self.plan(manifest, configBytes: configBytes, reference: reference)
-        let diffIDs = try await fetchLayers(plan, endpoints: endpoints, reference: reference)
+        let merger = LayerMerger(plan: plan, store: store)
+        let diffIDs = try await fetchLayers(plan, endpoints: endpoints, reference: reference, merger: merger)
         let record = plan.record(resolved, diffIDs: diffIDs)
-        try await Self.commit(record, resolved: resolved, reference: reference, store: store, logger: logger)
+        let tree = try await merger.tree()
+        try await Self.commit(record, resolved: resolved, reference: reference, store: store, logger: logger, tree: tree)
         return record
     }
 
     /// Records a pulled image whose layers are all in the store: manifest (and index) blobs,
     /// the merged tree, the image record, the reference last. Building the tree here refuses
     /// an image whose layers do not stack safely (a write through a symlink) before it is
-    /// recorded, and caches the tree for the first mount.
-    static func commit(_ record: ImageRecord, resolved: Resolved, reference: Reference, store: ContentStore, logger: Logger) async throws {
+    /// recorded, and caches the tree for the first mount. `tree`: already merged (a pull
+    /// merges layers as they arrive).
+    static func commit(_ record: ImageRecord, resolved: Resolved, reference: Reference, store: ContentStore, logger: Logger,
+                       tree: ImageTree? = nil) async throws {
         try store.writeBlob(resolved.fetched.bytes, digest: resolved.fetched.digest)
         if let bytes = resolved.indexBytes, let digest = resolved.indexDigest { try store.writeBlob(bytes, digest: digest) }
-        _ = try ImageService(store: store, logger: logger).tree(of: record)
+        let service = ImageService(store: store, logger: logger)
+        if let tree { service.cache(tree, of: record) } else { _ = try service.tree(of: record) }
         try store.writeImage(record)
         try await store.setReference(reference, to: record.digest)
     }
@@ -119,11 +125,15 @@ public struct Puller: Sendable {
             ImageRecord(
                 digest: resolved.fetched.digest, manifestMediaType: resolved.fetched.mediaType, indexDigest: resolved.indexDigest,
                 configDigest: resolved.manifest.config.digest,
-                layers: zip(layers, diffIDs).map { job, diffID in
-                    ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
-                                      diffID: diffID, file: job.file)
-                },
+                layers: diffIDs.indices.map { recordLayer($0, diffID: diffIDs[$0]) },
                 platform: platform, created: created, pulledAt: UTCTimestamp.now())
+        }
+
+        /// Layer `position` of the record, once it is in the store as `diffID`.
+        func recordLayer(_ position: Int, diffID: Digest) -> ImageRecord.Layer {
+            let job = layers[position]
+            return ImageRecord.Layer(digest: job.descriptor.digest, mediaType: job.descriptor.mediaType, size: job.descriptor.size,
+                                     diffID: diffID, file: job.file)
         }
     }
 
@@ -170,7 +180,7 @@ public struct Puller: Sendable {
 
     /// Fetches every layer, a few at once, and returns their diff_ids in manifest order. A
     /// layer listed twice is fetched once.
-    private func fetchLayers(_ plan: Plan, endpoints: [Endpoint], reference: Reference) async throws -> [Digest] {
+    private func fetchLayers(_ plan: Plan, endpoints: [Endpoint], reference: Reference, merger: LayerMerger) async throws -> [Digest] {
         var seen = Set<Digest>()
         let unique = plan.layers.filter { seen.insert($0.descriptor.digest).inserted }
         var configured = LayerFetcher(store: store, client: client, logger: logger, progress: progress)
@@ -192,6 +202,7 @@ public struct Puller: Sendable {
             for _ in 0..<max(1, parallelLayers) { startNext() }
             while let (digest, diffID) = try await group.next() {
                 diffIDs[digest] = diffID
+                merger.arrived(digest, diffID: diffID)
                 startNext()
             }
         }

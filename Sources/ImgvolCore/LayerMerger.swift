@@ -1,0 +1,52 @@
+import ImageFS
+import OCI
+import Store
+
+/// Merges a pull's layers into the image tree as they arrive, bottom up: a layer is applied
+/// once it and every layer below it are in the store, on a thread of its own, while the
+/// layers above still download. Merging C's 21,000 entries after the last layer took
+/// 50-90 ms with one core idle; now only what the last layer adds is left for the end.
+///
+/// `arrived` is called by one task at a time (the pull's); the applies run one after the
+/// other, each waiting for the one before it.
+final class LayerMerger: @unchecked Sendable {
+    private let builder = ImageTree.Builder()
+    private let store: ContentStore
+    private let plan: Puller.Plan
+    private var diffIDs: [Digest?]
+    private var next = 0
+    private var merging: Task<Void, any Error>?
+
+    init(plan: Puller.Plan, store: ContentStore) {
+        self.plan = plan
+        self.store = store
+        diffIDs = Array(repeating: nil, count: plan.layers.count)
+    }
+
+    /// The layer `digest` (every position it holds in the image) is in the store.
+    func arrived(_ digest: Digest, diffID: Digest) {
+        for position in plan.layers.indices where plan.layers[position].descriptor.digest == digest {
+            diffIDs[position] = diffID
+        }
+        var ready: [ImageRecord.Layer] = []
+        while next < diffIDs.count, let diffID = diffIDs[next] {
+            ready.append(plan.recordLayer(next, diffID: diffID))
+            next += 1
+        }
+        guard !ready.isEmpty else { return }
+        let previous = merging
+        merging = Task { [builder, store, ready] in
+            try await previous?.value
+            try await onThread {
+                for layer in ready { try builder.apply(try store.index(of: layer), name: layer.digest.description) }
+            }.value
+        }
+    }
+
+    /// The merged tree, once every layer has arrived; throws what merging refused (a layer
+    /// that writes through a symlink).
+    func tree() async throws -> ImageTree {
+        try await merging?.value
+        return try await onThread { [builder] in builder.finish() }.value
+    }
+}
