@@ -56,8 +56,9 @@ extension OpenFile {
             let aligned = n & ~(Self.directAlignment - 1)
             if aligned > 0 {
                 let written = pwrite(direct.fd, chunk.baseAddress, aligned, off_t(start + done))
+                if written < 0 && errno == EINTR { continue }
                 if written < 0 && errno == EINVAL { throw DirectRefused() }
-                if written < 0 { throw SystemError("write", path) }
+                if written <= 0 { throw SystemError("write", path) }
                 done += Int64(written)
                 if written < aligned { continue }
             }
