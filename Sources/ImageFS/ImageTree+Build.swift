@@ -1,4 +1,5 @@
 import Layers
+import OCI
 
 extension ImageTree {
     /// Applies `layers` bottom to top. Within one layer, whiteouts and opaque markers hide only
@@ -89,7 +90,7 @@ extension ImageTree {
 
     private static func find(_ path: String, in root: Node) -> Node? {
         var node = root
-        for part in path.split(separator: "/") {
+        for part in PathComponents.split(path) {
             guard let next = node.children?[String(part)] else { return nil }
             node = next
         }
@@ -101,7 +102,7 @@ extension ImageTree {
     private static func directory(for path: String, in root: Node, layer: String) throws(LayerError) -> Node {
         var node = root
         var walked = ""
-        for part in TarPath.parent(path).split(separator: "/") {
+        for part in PathComponents.split(TarPath.parent(path)) {
             let name = String(part)
             walked = walked.isEmpty ? name : walked + "/" + name
             if let next = node.children?[name] {

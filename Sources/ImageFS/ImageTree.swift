@@ -1,4 +1,5 @@
 import Layers
+import OCI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -88,8 +89,8 @@ public struct ImageTree: Sendable {
     /// non-directory stands in the middle.
     public func resolve(_ path: String) -> UInt32? {
         var current = Self.rootIndex
-        for part in path.split(separator: "/") where part != "." {
-            if part == ".." { current = inode(current)?.parent ?? current; continue }
+        for part in PathComponents.split(path) where !PathComponents.isCurrent(part) {
+            if PathComponents.isParent(part) { current = inode(current)?.parent ?? current; continue }
             guard let next = lookup(current, String(part)) else { return nil }
             current = next
         }

@@ -87,18 +87,18 @@ public enum LayerIndexer {
             mtimeNanoseconds: UInt32(truncatingIfNeeded: archive_entry_mtime_nsec(e)))
 
         let base = TarPath.base(path)
-        if base.hasPrefix(TarPath.whiteoutPrefix) {
+        if base.utf8.starts(with: TarPath.whiteoutPrefix.utf8) {
             let parent = TarPath.parent(path)
-            if base == TarPath.opaqueMarker {
+            if base.utf8.elementsEqual(TarPath.opaqueMarker.utf8) {
                 result.kind = .opaque
                 result.path = parent
             } else {
-                let hidden = String(base.dropFirst(TarPath.whiteoutPrefix.count))
-                guard !hidden.isEmpty, hidden != ".", hidden != ".." else {
+                let hidden = Substring(base.utf8.dropFirst(TarPath.whiteoutPrefix.utf8.count))
+                guard !hidden.isEmpty, !PathComponents.isCurrent(hidden), !PathComponents.isParent(hidden) else {
                     throw LayerError(.unsafeEntry, layer: layer, "whiteout \"\(rawPath)\" names no file")
                 }
                 result.kind = .whiteout
-                result.path = parent.isEmpty ? hidden : parent + "/" + hidden
+                result.path = parent.isEmpty ? String(hidden) : parent + "/" + hidden
             }
             return result
         }

@@ -1,3 +1,4 @@
+import OCI
 /// Turns a tar entry name into a path inside the image root. Absolute names are made relative
 /// (as docker and containerd do); `..` that would climb above the root is refused, since no
 /// honest layer has one and a hostile one would write outside the tree.
@@ -10,13 +11,12 @@ public enum TarPath {
     public static func normalize(_ raw: String) throws(Problem) -> String {
         if isNormal(raw) { return raw }
         var parts: [Substring] = []
-        for part in raw.split(separator: "/", omittingEmptySubsequences: true) {
-            switch part {
-            case ".": continue
-            case "..":
+        for part in PathComponents.split(raw) {
+            if PathComponents.isCurrent(part) { continue }
+            if PathComponents.isParent(part) {
                 guard !parts.isEmpty else { throw .escapesRoot }
                 parts.removeLast()
-            default:
+            } else {
                 parts.append(part)
             }
         }

@@ -116,8 +116,8 @@ public enum ArtifactLayout {
         guard !name.hasPrefix("/") else {
             throw OCIError(.invalidDocument, what, "it is absolute; artifact files must stay inside the mount, so the artifact was refused")
         }
-        let parts = name.split(separator: "/", omittingEmptySubsequences: true).filter { $0 != "." }
-        guard !parts.contains("..") else {
+        let parts = PathComponents.split(name).filter { !PathComponents.isCurrent($0) }
+        guard !parts.contains(where: PathComponents.isParent) else {
             throw OCIError(.invalidDocument, what, "it contains \"..\"; artifact files must stay inside the mount, so the artifact was refused")
         }
         guard !parts.isEmpty, !name.contains("\0") else {

@@ -26,12 +26,15 @@ struct TarPathTests {
         ("é//ü/./", "é/ü"),
         ("a/.", "a"),
         ("./a", "a"),
+        ("a/\u{301}b", "a/\u{301}b"),
+        ("a/\u{301}/../b", "a/b"),
     ])
     func normalize(raw: String, expected: String) throws {
         #expect(try TarPath.normalize(raw) == expected)
     }
 
-    @Test("escaping the root throws", arguments: ["..", "../x", "/../x", "a/../../x", "./../x", "a/b/../../../c", "../"])
+    @Test("escaping the root throws", arguments: ["..", "../x", "/../x", "a/../../x", "./../x", "a/b/../../../c", "../",
+                                                  "../\u{301}x", "a/../../\u{301}x", "./..//\u{301}"])
     func escapes(raw: String) {
         #expect(throws: TarPath.Problem.escapesRoot) { try TarPath.normalize(raw) }
     }

@@ -59,6 +59,11 @@ def cases(out: str):
                           File("loop1/x", "pwned")]],
         "dir-symlink-chain": [[Dir("d"), Symlink("d/up", ".."), Symlink("d/up2", "up/.."),
                                File("d/up2/../../escape", "pwned")]],
+        # A combining mark after "/" makes one grapheme with it: a split by Character sees
+        # no separator there, the kernel does.
+        "combining-mark-after-slash": [[File("../\u0301escape", "pwned")]],
+        "combining-mark-deep": [[Dir("x"), File("x/../../\u0301escape", "pwned")]],
+        "combining-mark-dir": [[Dir("../\u0301d", mode=0o777), File("../\u0301d/f", "pwned")]],
     }
 
 
