@@ -113,7 +113,7 @@ public enum ArtifactLayout {
     /// A relative path inside the tree: no absolute names, no `..`, no empty name.
     static func safePath(_ name: String, layer: Descriptor) throws(OCIError) -> String {
         let what = "file name \"\(name)\" of artifact layer \(layer.digest)"
-        guard !name.hasPrefix("/") else {
+        guard name.utf8.first != UInt8(ascii: "/") else {
             throw OCIError(.invalidDocument, what, "it is absolute; artifact files must stay inside the mount, so the artifact was refused")
         }
         let parts = PathComponents.split(name).filter { !PathComponents.isCurrent($0) }

@@ -82,7 +82,7 @@ struct ArtifactLayoutTests {
 
     @Test("escaping or clashing names are refused", arguments: [
         ["../escape.bin"], ["/etc/passwd"], ["a/../../b"], ["same.bin", "./same.bin"], [".."],
-        ["../\u{301}escape.bin"], ["a/../../\u{301}b"],
+        ["../\u{301}escape.bin"], ["a/../../\u{301}b"], ["/\u{301}etc/passwd"],
     ])
     func refused(titles: [String]) {
         let layers = titles.enumerated().map { Self.layer("application/octet-stream", "\($0.offset)", [ArtifactLayout.titleAnnotation: $0.element]) }
