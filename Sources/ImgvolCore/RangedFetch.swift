@@ -14,15 +14,16 @@ struct RangedFetch: Sendable {
     /// While off, only chunks a reader waits for are fetched.
     let background: Switch
 
-    /// Whether the in-order download runs (a lazy mount turns it on once it serves).
+    /// Whether the in-order download runs (a lazy mount turns it on once it serves). Atomic:
+    /// every FUSE read of a lazy layer turns it on.
     final class Switch: Sendable {
-        private let on: Mutex<Bool>
+        private let on: Atomic<Bool>
 
-        init(on: Bool = false) { self.on = Mutex(on) }
+        init(on: Bool = false) { self.on = Atomic(on) }
 
-        var isOn: Bool { on.withLock { $0 } }
+        var isOn: Bool { on.load(ordering: .acquiring) }
 
-        func turnOn() { on.withLock { $0 = true } }
+        func turnOn() { on.store(true, ordering: .releasing) }
 
         /// Returns once the switch is on, or after `limit`.
         func waitUntilOn(atMost limit: Duration) async {
