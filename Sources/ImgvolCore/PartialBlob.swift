@@ -49,9 +49,8 @@ final class PartialBlob: BlobSink, @unchecked Sendable {
         self.onProgress = onProgress
         self.retaining = retaining
         handle = try OpenFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
-        // File systems without O_DIRECT (tmpfs) refuse the open; the buffered descriptor is
-        // used instead.
-        directHandle = direct ? try? OpenFile(path: path, flags: O_WRONLY | OpenFile.directFlag) : nil
+        // File systems without O_DIRECT (tmpfs) refuse it; the buffered descriptor is used instead.
+        directHandle = direct ? handle.reopenForDirectWrites() : nil
         pending = .allocate(byteCount: Self.blockSize, alignment: 4096)
         try resumeFromExisting()
         received = length
