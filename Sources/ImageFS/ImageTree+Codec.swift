@@ -12,7 +12,8 @@ extension ImageTree {
     }
 
     public func encoded() -> [UInt8] {
-        var w = BinaryWriter()
+        // Fixed fields plus a typical name: one allocation for most trees.
+        var w = BinaryWriter(capacity: Self.magic.count + 4 + inodes.count * 96)
         for b in Self.magic { w.u8(b) }
         w.u32(UInt32(inodes.count))
         for node in inodes {

@@ -1,4 +1,5 @@
 import ImageFS
+import Layers
 import OCI
 import Store
 
@@ -14,6 +15,8 @@ final class LayerMerger: @unchecked Sendable {
     private let store: ContentStore
     private let plan: Puller.Plan
     private var diffIDs: [Digest?]
+    /// Indexes the fetches handed over, by diff_id; the others are read from the store.
+    private var indexes: [Digest: LayerIndex] = [:]
     private var next = 0
     private var merging: Task<Void, any Error>?
 
@@ -23,14 +26,16 @@ final class LayerMerger: @unchecked Sendable {
         diffIDs = Array(repeating: nil, count: plan.layers.count)
     }
 
-    /// The layer `digest` (every position it holds in the image) is in the store.
-    func arrived(_ digest: Digest, diffID: Digest) {
+    /// The layer `digest` (every position it holds in the image) is in the store; `index` is
+    /// its index if the fetch has it in memory.
+    func arrived(_ digest: Digest, diffID: Digest, index: LayerIndex? = nil) {
         for position in plan.layers.indices where plan.layers[position].descriptor.digest == digest {
             diffIDs[position] = diffID
         }
-        var ready: [ImageRecord.Layer] = []
+        if let index { indexes[diffID] = index }
+        var ready: [(layer: ImageRecord.Layer, index: LayerIndex?)] = []
         while next < diffIDs.count, let diffID = diffIDs[next] {
-            ready.append(plan.recordLayer(next, diffID: diffID))
+            ready.append((plan.recordLayer(next, diffID: diffID), indexes[diffID]))
             next += 1
         }
         guard !ready.isEmpty else { return }
@@ -38,7 +43,11 @@ final class LayerMerger: @unchecked Sendable {
         merging = Task { [builder, store, ready] in
             try await previous?.value
             try await onThread {
-                for layer in ready { try builder.apply(try store.index(of: layer), name: layer.digest.description) }
+                for (layer, index) in ready {
+                    // A raw file layer's index comes from its record, whatever a fetch made.
+                    let fetched = layer.file == nil ? index : nil
+                    try builder.apply(try fetched ?? store.index(of: layer), name: layer.digest.description)
+                }
             }.value
         }
     }

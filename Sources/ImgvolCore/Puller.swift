@@ -54,6 +54,7 @@ public struct Puller: Sendable {
         let record = plan.record(resolved, diffIDs: diffIDs)
         let tree = try await merger.tree()
         try await Self.commit(record, resolved: resolved, reference: reference, store: store, logger: logger, tree: tree)
+        ShortLivedProcess.keepUntilExit((merger, tree))
         return record
     }
 
@@ -191,22 +192,22 @@ public struct Puller: Sendable {
         configured.rangeStreams = rangeStreams
         let fetcher = configured
         var diffIDs: [Digest: Digest] = [:]
-        try await withThrowingTaskGroup(of: (Digest, Digest).self) { group in
+        try await withThrowingTaskGroup(of: (Digest, LayerFetcher.Fetched).self) { group in
             var next = 0
             func startNext() {
                 guard next < unique.count else { return }
                 let job = unique[next]
                 next += 1
                 group.addTask {
-                    let diffID = try await fetcher.fetch(job.descriptor, content: job.content, expected: job.expectedDiffID,
-                                                         endpoints: endpoints, reference: reference)
-                    return (job.descriptor.digest, diffID)
+                    let fetched = try await fetcher.fetchLayer(job.descriptor, content: job.content, expected: job.expectedDiffID,
+                                                               endpoints: endpoints, reference: reference)
+                    return (job.descriptor.digest, fetched)
                 }
             }
             for _ in 0..<max(1, parallelLayers) { startNext() }
-            while let (digest, diffID) = try await group.next() {
-                diffIDs[digest] = diffID
-                merger.arrived(digest, diffID: diffID)
+            while let (digest, fetched) = try await group.next() {
+                diffIDs[digest] = fetched.diffID
+                merger.arrived(digest, diffID: fetched.diffID, index: fetched.index)
                 startNext()
             }
         }

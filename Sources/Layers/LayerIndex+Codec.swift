@@ -10,7 +10,8 @@ extension LayerIndex {
     }
 
     public func encoded() -> [UInt8] {
-        var w = BinaryWriter()
+        // Fixed fields plus a typical path: one allocation for most indexes.
+        var w = BinaryWriter(capacity: Self.magic.count + 8 + entries.count * 128)
         for b in Self.magic { w.u8(b) }
         w.u64(UInt64(entries.count))
         for e in entries {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ImgvolCore
 import OCI
 
 struct Pull: AsyncParsableCommand {
@@ -13,6 +14,7 @@ struct Pull: AsyncParsableCommand {
     var reference: String
 
     func run() async throws {
+        ShortLivedProcess.enable()
         let reference = try Reference(self.reference)
         let logger = global.makeLogger()
         let store = try global.openStore()

@@ -22,6 +22,7 @@ struct Unpack: AsyncParsableCommand {
     var directory: String
 
     func run() async throws {
+        ShortLivedProcess.enable()
         let reference = try Reference(self.reference)
         let logger = global.makeLogger()
         let store = try global.openStore()
@@ -31,6 +32,7 @@ struct Unpack: AsyncParsableCommand {
         var unpacker = Unpacker(tree: tree, layerFiles: service.layerFiles(of: record))
         unpacker.onSkip = { path, kind in logger.info("skipped \(kind) \(path)") }
         try unpacker.unpack(into: directory)
+        ShortLivedProcess.keepUntilExit(tree)
     }
 }
 
