@@ -4,6 +4,7 @@ import Layers
 /// Base for `ByteSource`s in this module (a class, since libarchive holds it by reference).
 class ByteSourceAdapter: ByteSource {
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int { 0 }
+    func borrow(upTo count: Int) throws -> UnsafeRawBufferPointer? { nil }
 }
 
 /// Reads a finished file from the start.

@@ -176,27 +176,42 @@ final class RangedStream: HashedDownload, @unchecked Sendable {
     }
 }
 
-/// Reads a `RangedStream` front to back for the decompressor.
+/// Reads a `RangedStream` front to back for the decompressor, lending it the chunks in place.
 final class RangedStreamReader: ByteSourceAdapter {
     private let stream: RangedStream
     private var chunk = 0
     private var offsetInChunk = 0
+    /// A chunk lent whole by `borrow`: the decompressor may still read it until its next call.
+    private var lent: Int?
 
     init(_ stream: RangedStream) { self.stream = stream }
 
     override func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        guard chunk < stream.chunkCount else { return 0 }
+        let bytes = try next(upTo: buffer.count)
+        buffer.copyMemory(from: bytes)
+        return bytes.count
+    }
+
+    override func borrow(upTo count: Int) throws -> UnsafeRawBufferPointer? { try next(upTo: count) }
+
+    /// The next bytes of the current chunk, in place; empty at the end.
+    private func next(upTo count: Int) throws -> UnsafeRawBufferPointer {
+        if let lent {
+            stream.done(with: lent)
+            self.lent = nil
+        }
+        guard count > 0, chunk < stream.chunkCount else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         guard let bytes = stream.bytes(of: chunk) else {
             throw RegistryError(.network, stream.failureMessage ?? "blob \(stream.descriptor.digest) could not be fetched")
         }
-        let n = min(buffer.count, bytes.count - offsetInChunk)
-        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[offsetInChunk..<offsetInChunk + n]))
+        let n = min(count, bytes.count - offsetInChunk)
+        let part = UnsafeRawBufferPointer(rebasing: bytes[offsetInChunk..<offsetInChunk + n])
         offsetInChunk += n
         if offsetInChunk == bytes.count {
-            stream.done(with: chunk)
+            lent = chunk
             chunk += 1
             offsetInChunk = 0
         }
-        return n
+        return part
     }
 }

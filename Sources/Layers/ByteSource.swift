@@ -2,4 +2,13 @@
 public protocol ByteSource: AnyObject {
     /// Fills up to `buffer.count` bytes; 0 means the end. Blocks until bytes are there.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+
+    /// The next bytes (at most `count`), consumed and lent from the source's own memory: valid
+    /// until the next call on this source. Empty at the end; nil from a source that cannot
+    /// lend (then `read` copies). Blocks until bytes are there.
+    func borrow(upTo count: Int) throws -> UnsafeRawBufferPointer?
+}
+
+extension ByteSource {
+    public func borrow(upTo count: Int) throws -> UnsafeRawBufferPointer? { nil }
 }

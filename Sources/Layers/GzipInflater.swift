@@ -21,9 +21,13 @@ final class GzipInflater {
     /// and a header split across two reads loses its flags.
     private let header: UnsafeMutablePointer<isal_gzip_header>
     private var inHeader = true
+    /// Where input is copied to when the source cannot lend it (`ByteSource.borrow`), and at
+    /// the start of each member. Input lent by a source is read where it lies: for a 1 GiB
+    /// layer fetched over `Range` streams, that is a copy of the whole blob saved.
     private let input: UnsafeMutableRawBufferPointer
     private let output: UnsafeMutableRawBufferPointer
-    /// Bytes `[0, filled)` of `input` came from the source; ISA-L reads from `next_in`.
+    /// Bytes `[0, filled)` of `input` came from the source; ISA-L reads from `next_in`, which
+    /// points there or into bytes the source lent.
     private var filled = 0
     private var atEnd = false
 
@@ -134,9 +138,15 @@ final class GzipInflater {
         UnsafeRawBufferPointer(start: state.pointee.next_in, count: Int(state.pointee.avail_in))
     }
 
-    /// Replaces the consumed input with the next bytes from the source.
+    /// Replaces the consumed input with the next bytes from the source, borrowed if it lends.
     private func refill(_ source: any ByteSource) throws {
         filled = 0
+        if let lent = try source.borrow(upTo: Int(UInt32.max)) {
+            if lent.isEmpty { atEnd = true }
+            state.pointee.next_in = UnsafeMutablePointer(mutating: lent.baseAddress?.assumingMemoryBound(to: UInt8.self))
+            state.pointee.avail_in = UInt32(lent.count)
+            return
+        }
         state.pointee.avail_in = 0
         try fill(source, atLeast: 1)
     }

@@ -31,6 +31,31 @@ final class ArraySource: ByteSource {
     }
 }
 
+/// Lends its bytes (`borrow`) from one buffer that every call scribbles over first, so a
+/// reader that used lent bytes after its next call would decode garbage.
+final class LendingSource: ByteSource {
+    let source: ArraySource
+    private let lentBuffer: UnsafeMutableRawBufferPointer
+
+    init(_ bytes: [UInt8], chunk: Int) {
+        source = ArraySource(bytes, chunk: chunk)
+        lentBuffer = .allocate(byteCount: chunk, alignment: 16)
+    }
+
+    deinit { lentBuffer.deallocate() }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        lentBuffer.initializeMemory(as: UInt8.self, repeating: 0xa5)
+        return try source.read(into: buffer)
+    }
+
+    func borrow(upTo count: Int) throws -> UnsafeRawBufferPointer? {
+        lentBuffer.initializeMemory(as: UInt8.self, repeating: 0xa5)
+        let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: lentBuffer[0..<min(count, lentBuffer.count)]))
+        return UnsafeRawBufferPointer(rebasing: lentBuffer[0..<n])
+    }
+}
+
 private func decompress(_ bytes: [UInt8], _ compression: LayerCompression, chunk: Int = 7_777) throws -> [UInt8] {
     var out: [UInt8] = []
     try LayerDecompressor.run(layer: "sha256:test", compression: compression, source: ArraySource(bytes, chunk: chunk)) { out.append(contentsOf: $0) }
@@ -153,6 +178,29 @@ struct LayerDecompressorTests {
     func notCompressed(compression: LayerCompression) throws {
         let raw = pseudoRandomBytes(4096)
         #expect(try decompress(raw, compression) == raw)
+    }
+
+    /// Input lent in place (a ranged download's chunks) instead of copied: members, padding
+    /// and headers that straddle what one call lends.
+    @Test("gzip input lent by the source", arguments: [1, 5, 7_777, 1 << 20])
+    func lentInput(chunk: Int) throws {
+        let flags: UInt8 = 0x08  // FNAME
+        let named = [0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3] + Array("layer.tar".utf8) + [0] + (try compress(Self.text, .gzip)).dropFirst(10)
+        let streams: [(input: [UInt8], output: [UInt8])] = [
+            (try compress(Self.original, .gzip), Self.original),
+            (try compress(Array("first part|".utf8), .gzip) + compress(Self.text, .gzip), Array("first part|".utf8) + Self.text),
+            (try compress(Self.text, .gzip) + Array(repeating: 0, count: 10_240), Self.text),
+            (named, Self.text),
+        ]
+        for (input, expected) in streams {
+            var out: [UInt8] = []
+            try LayerDecompressor.run(layer: "l", compression: .gzip, source: LendingSource(input, chunk: chunk)) { out.append(contentsOf: $0) }
+            #expect(Digest.of(out) == Digest.of(expected), "chunk \(chunk), \(input.count) bytes in")
+        }
+        let bytes = try compress(Self.text, .gzip)
+        #expect(throws: LayerError.self) {
+            try LayerDecompressor.run(layer: "l", compression: .gzip, source: LendingSource(Array(bytes.prefix(bytes.count / 2)), chunk: chunk)) { _ in }
+        }
     }
 
     @Test func sourceErrorsPropagate() throws {
