@@ -26,23 +26,19 @@ struct LayerFetcher: Sendable {
     /// files apart, like every decompressed layer; smaller ones are kept as the blob, unsplit.
     static let splitMinimum: Int64 = 64 << 20
 
-    /// Brings one layer in and returns its diff_id. `expected` is the image config's diff_id;
-    /// artifacts have none, so a compressed artifact tar is named by what it decompresses to.
-    func fetch(_ layer: Descriptor, content: LayerContent, expected: Digest?, endpoints: [Endpoint], reference: Reference) async throws -> Digest {
-        try await fetchLayer(layer, content: content, expected: expected, endpoints: endpoints, reference: reference).diffID
-    }
-
     /// A layer in the store, and its index when this fetch made it.
     struct Fetched: Sendable {
         let diffID: Digest
         /// As committed; nil when the layer was already indexed (read it from the store).
+        /// The pull's merger uses it instead of reading and decoding it back (9 ms for C's
+        /// three layers, often at the end of the pull).
         let index: LayerIndex?
     }
 
-    /// `fetch`, handing back the index it committed: the pull's merger then need not read
-    /// it back from the store and decode it (9 ms for C's three layers, often at the end).
-    func fetchLayer(_ layer: Descriptor, content: LayerContent, expected: Digest?, endpoints: [Endpoint],
-                    reference: Reference) async throws -> Fetched {
+    /// Brings one layer in. `expected` is the image config's diff_id; artifacts have none, so
+    /// a compressed artifact tar is named by what it decompresses to.
+    func fetch(_ layer: Descriptor, content: LayerContent, expected: Digest?, endpoints: [Endpoint],
+               reference: Reference) async throws -> Fetched {
         switch content {
         case .file:
             try await fetchFile(layer, endpoints: endpoints, reference: reference)

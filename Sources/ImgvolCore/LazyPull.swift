@@ -114,7 +114,7 @@ public struct LazyPull: Sendable {
                 diffIDs.append(job.file == nil ? (job.expectedDiffID ?? digest) : digest)
             } else {
                 diffIDs.append(try await fetcher.fetch(job.descriptor, content: job.content, expected: job.expectedDiffID,
-                                                       endpoints: endpoints, reference: reference))
+                                                       endpoints: endpoints, reference: reference).diffID)
             }
         }
 

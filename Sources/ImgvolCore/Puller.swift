@@ -199,8 +199,8 @@ public struct Puller: Sendable {
                 let job = unique[next]
                 next += 1
                 group.addTask {
-                    let fetched = try await fetcher.fetchLayer(job.descriptor, content: job.content, expected: job.expectedDiffID,
-                                                               endpoints: endpoints, reference: reference)
+                    let fetched = try await fetcher.fetch(job.descriptor, content: job.content, expected: job.expectedDiffID,
+                                                          endpoints: endpoints, reference: reference)
                     return (job.descriptor.digest, fetched)
                 }
             }
