@@ -158,6 +158,64 @@ struct UnpackerTests {
         }
     }
 
+    /// The first pass runs one directory per job on several threads, and a thread that finds
+    /// the job queue full fills the subdirectory itself. A wide and deep tree with hard links
+    /// between directories and devices here and there must come out the same whatever thread
+    /// made what: every file's bytes and mode, links sharing one inode with the first path
+    /// in path order, and skips reported in path order.
+    @Test(arguments: [1, 2, 4])
+    func aWideTreeComesOutWhole(writers: Int) throws {
+        try withTempDir { dir in
+            var entries: [TarEntry] = []
+            var expected: [String: [UInt8]] = [:]
+            for a in 0..<12 {
+                for b in 0..<15 {
+                    let sub = "d\(a)/e\(b)"
+                    entries.append(.dir(sub, mode: b % 3 == 0 ? 0o750 : 0o755))
+                    for c in 0..<4 {
+                        let path = "\(sub)/f\(c)"
+                        let bytes = Array("\(path) \(String(repeating: "x", count: (a * 31 + b * 7 + c) % 200))".utf8)
+                        entries.append(.file(path, bytes, mode: c == 0 ? 0o600 : 0o644))
+                        expected[path] = bytes
+                    }
+                    entries.append(.file("\(sub)/deep/er/still/leaf", "leaf \(a) \(b)"))
+                    expected["\(sub)/deep/er/still/leaf"] = Array("leaf \(a) \(b)".utf8)
+                }
+                entries.append(.char("d\(a)/null", 1, 3))
+            }
+            // Later names of files first made elsewhere, some in a directory that sorts first.
+            entries.append(.hardlink("a-links/to-d3", "d3/e2/f1"))
+            entries.append(.hardlink("d11/e14/to-d0", "d0/e0/f0"))
+            entries.append(.hardlink("d0/e0/again", "d0/e0/f0"))
+            let tar = dir + "/wide.tar"
+            try makeTar(entries, at: tar)
+            let tree = try ImageTree.build(layers: [(name: "l", index: try LayerIndexer.index(tarPath: tar, layer: "l"))])
+            let out = dir + "/out"
+            let skips = Skips()
+            var unpacker = Unpacker(tree: tree, layerFiles: [tar])
+            unpacker.writers = writers
+            unpacker.onSkip = { path, _ in skips.items.append(path) }
+            try unpacker.unpack(into: out)
+
+            #expect(skips.items == (0..<12).map { "\(out)/d\($0)/null" }.sorted())
+            for (path, bytes) in expected {
+                #expect(try readFile(out + "/" + path) == bytes, "\(path)")
+            }
+            #expect(mode(out + "/d4/e3") == 0o750)
+            #expect(mode(out + "/d4/e4") == 0o755)
+            #expect(mode(out + "/d7/e1/f0") == 0o600)
+            let first = try #require(lstatOf(out + "/d0/e0/f0"))
+            #expect(first.st_nlink == 3)
+            #expect(lstatOf(out + "/d11/e14/to-d0")?.st_ino == first.st_ino)
+            #expect(lstatOf(out + "/d0/e0/again")?.st_ino == first.st_ino)
+            #expect(lstatOf(out + "/a-links/to-d3")?.st_ino == lstatOf(out + "/d3/e2/f1")?.st_ino)
+            var count = 0
+            let walker = FileManager.default.enumerator(atPath: out)
+            while walker?.nextObject() != nil { count += 1 }
+            #expect(count == 12 * (1 + 15 * (1 + 4 + 4)) + 1 + 3, "every directory, file and link, nothing else")
+        }
+    }
+
     @Test func refusesANonEmptyTarget() throws {
         try withTempDir { dir in
             let (tree, tars) = try image(in: dir)
