@@ -5,7 +5,7 @@ import OCI
 import Store
 
 struct Images: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the images in the store.")
+    static let configuration = CommandConfiguration(commandName: "images", abstract: "List the images in the store.")
 
     @OptionGroup var global: GlobalOptions
 

@@ -4,7 +4,7 @@ import ImgvolCore
 import OCI
 
 struct Inspect: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show a cached image's manifest and config as JSON.")
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show a cached image's manifest and config as JSON.")
 
     @OptionGroup var global: GlobalOptions
 

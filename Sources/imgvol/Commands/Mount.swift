@@ -11,6 +11,7 @@ import Glibc
 
 struct Mount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "mount",
         abstract: "Mount an image read-only with FUSE (pulling it as needed).",
         discussion: """
             Returns once the mount serves; the server keeps running in the background and logs \

@@ -3,7 +3,7 @@ import ImgvolCore
 import OCI
 
 struct Mounts: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List live imgvol mounts.")
+    static let configuration = CommandConfiguration(commandName: "mounts", abstract: "List live imgvol mounts.")
 
     @OptionGroup var global: GlobalOptions
 

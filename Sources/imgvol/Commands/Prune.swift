@@ -4,7 +4,7 @@ import OCI
 import Store
 
 struct Prune: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Remove everything no image reference needs; prints the bytes freed.")
+    static let configuration = CommandConfiguration(commandName: "prune", abstract: "Remove everything no image reference needs; prints the bytes freed.")
 
     @OptionGroup var global: GlobalOptions
 

@@ -4,6 +4,7 @@ import OCI
 
 struct Pull: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "pull",
         abstract: "Pull an image into the store, verifying every blob.",
         discussion: "Prints the image digest (the platform manifest's) on success.")
 

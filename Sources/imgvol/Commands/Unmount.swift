@@ -3,6 +3,7 @@ import ImgvolCore
 
 struct Unmount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "unmount",
         abstract: "Unmount an imgvol mount (also when its server has died).")
 
     @OptionGroup var global: GlobalOptions

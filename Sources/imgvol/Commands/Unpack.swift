@@ -6,6 +6,7 @@ import OCI
 
 struct Unpack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "unpack",
         abstract: "Write an image's merged tree into a directory (for tools that cannot use a mount).",
         discussion: "Device nodes are recorded in the store but never created. DIR must be new or empty.")
 
