@@ -17,6 +17,8 @@ extension ImageTree {
     public final class Builder: @unchecked Sendable {
         private let root: Node
         private var applied: Int32 = 0
+        /// Entries applied so far: about the number of inodes `finish` will number.
+        private var entries = 0
 
         public init() {
             root = Node(entry: LayerEntry(path: "", kind: .directory, mode: 0o755), layer: -1)
@@ -27,9 +29,10 @@ extension ImageTree {
         public func apply(_ index: LayerIndex, name: String) throws(LayerError) {
             try ImageTree.apply(index, layer: applied, name: name, to: root)
             applied += 1
+            entries += index.entries.count
         }
 
-        public func finish() -> ImageTree { freeze(root) }
+        public func finish() -> ImageTree { freeze(root, expected: entries + 1) }
     }
 
     private final class Node {
@@ -101,20 +104,22 @@ extension ImageTree {
     /// (0755, root-owned); refuses a symlink or file in the way.
     private static func directory(for path: String, in root: Node, layer: String) throws(LayerError) -> Node {
         var node = root
-        var walked = ""
-        for part in PathComponents.split(TarPath.parent(path)) {
+        let parts = PathComponents.split(TarPath.parent(path))
+        // The path walked so far, only for messages and missing parents (rare): building it
+        // for every component of every entry was a string allocation each.
+        func walked(_ last: Int) -> String { parts[...last].joined(separator: "/") }
+        for (position, part) in parts.enumerated() {
             let name = String(part)
-            walked = walked.isEmpty ? name : walked + "/" + name
             if let next = node.children?[name] {
                 switch next.entry.kind {
                 case .directory: node = next
                 case .symlink:
-                    throw LayerError(.unsafeEntry, layer: layer, "\"\(path)\" would be written through the symlink \"\(walked)\" -> \"\(next.entry.linkTarget)\"")
+                    throw LayerError(.unsafeEntry, layer: layer, "\"\(path)\" would be written through the symlink \"\(walked(position))\" -> \"\(next.entry.linkTarget)\"")
                 default:
-                    throw LayerError(.unsafeEntry, layer: layer, "\"\(path)\" has a non-directory \"\(walked)\" as a parent")
+                    throw LayerError(.unsafeEntry, layer: layer, "\"\(path)\" has a non-directory \"\(walked(position))\" as a parent")
                 }
             } else {
-                let made = Node(entry: LayerEntry(path: walked, kind: .directory, mode: 0o755), layer: -1)
+                let made = Node(entry: LayerEntry(path: walked(position), kind: .directory, mode: 0o755), layer: -1)
                 node.children?[name] = made
                 node = made
             }
@@ -122,8 +127,9 @@ extension ImageTree {
         return node
     }
 
-    private static func freeze(_ root: Node) -> ImageTree {
+    private static func freeze(_ root: Node, expected: Int) -> ImageTree {
         var inodes: [Inode] = []
+        inodes.reserveCapacity(expected)
 
         func number(_ node: Node, parent: UInt32) -> UInt32 {
             if let known = node.number {

@@ -67,23 +67,30 @@ public struct ImageTree: Sendable {
 
     /// Names are ordered by their UTF-8 bytes (as `ls` under LC_ALL=C), compared with memcmp:
     /// sorting 21,000 names through the generic `lexicographicallyPrecedes` was a tenth of
-    /// merging an image's layers.
+    /// merging an image's layers. Native strings lend their bytes in place; copying each one
+    /// to call `withUTF8` cost a retain and a release per comparison.
     static func bytewiseCompare(_ a: String, _ b: String) -> Int32 {
-        var a = a
-        var b = b
-        return a.withUTF8 { x in
-            b.withUTF8 { y in
-                let common = min(x.count, y.count)
-                if common > 0, let p = x.baseAddress, let q = y.baseAddress {
-                    let order = memcmp(p, q, common)
-                    if order != 0 { return order }
-                }
-                return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
-            }
+        let order = a.utf8.withContiguousStorageIfAvailable { x in
+            b.utf8.withContiguousStorageIfAvailable { y in compare(x, y) }
         }
+        if let order, let order { return order }
+        return compare(Array(a.utf8), Array(b.utf8))
     }
 
     static func bytewiseLess(_ a: String, _ b: String) -> Bool { bytewiseCompare(a, b) < 0 }
+
+    private static func compare(_ x: UnsafeBufferPointer<UInt8>, _ y: UnsafeBufferPointer<UInt8>) -> Int32 {
+        let common = min(x.count, y.count)
+        if common > 0, let p = x.baseAddress, let q = y.baseAddress {
+            let order = memcmp(p, q, common)
+            if order != 0 { return order }
+        }
+        return x.count == y.count ? 0 : (x.count < y.count ? -1 : 1)
+    }
+
+    private static func compare(_ x: [UInt8], _ y: [UInt8]) -> Int32 {
+        x.withUnsafeBufferPointer { x in y.withUnsafeBufferPointer { y in compare(x, y) } }
+    }
 
     /// Resolves a relative path without following symlinks; nil if any part is missing or a
     /// non-directory stands in the middle.
