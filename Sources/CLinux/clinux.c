@@ -1,5 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "clinux.h"
 
@@ -15,3 +17,11 @@ int64_t imgvol_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t of
 }
 
 int imgvol_o_direct(void) { return O_DIRECT; }
+
+int imgvol_open_directory_beneath(int dirfd, const char *path) {
+    struct open_how how = {
+        .flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    };
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}

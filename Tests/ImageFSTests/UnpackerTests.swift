@@ -1,6 +1,6 @@
 import TestSupport
 import Foundation
-import ImageFS
+@testable import ImageFS
 import Layers
 import Testing
 
@@ -159,19 +159,21 @@ struct UnpackerTests {
     }
 
     /// The first pass runs one directory per job on several threads, and a thread that finds
-    /// the job queue full fills the subdirectory itself. A wide and deep tree with hard links
-    /// between directories and devices here and there must come out the same whatever thread
-    /// made what: every file's bytes and mode, links sharing one inode with the first path
-    /// in path order, and skips reported in path order.
-    @Test(arguments: [1, 2, 4])
-    func aWideTreeComesOutWhole(writers: Int) throws {
+    /// the job queue full fills the subdirectory itself; the second finishes directories on
+    /// several threads, leaves first (or on one, walking the tree). A wide and deep tree with
+    /// hard links between directories, a read-only directory and devices here and there must
+    /// come out the same whatever thread made what: every file's bytes and mode, every
+    /// directory's mode and time, links sharing one inode with the first path in path order,
+    /// and skips reported in path order.
+    @Test(arguments: [(1, true), (2, true), (4, true), (4, false)])
+    func aWideTreeComesOutWhole(writers: Int, parallelSecondPass: Bool) throws {
         try withTempDir { dir in
             var entries: [TarEntry] = []
             var expected: [String: [UInt8]] = [:]
             for a in 0..<12 {
                 for b in 0..<15 {
                     let sub = "d\(a)/e\(b)"
-                    entries.append(.dir(sub, mode: b % 3 == 0 ? 0o750 : 0o755))
+                    entries.append(TarEntry.dir(sub, mode: b % 3 == 0 ? 0o750 : 0o755).with { $0.mtime = Double(1_600_000_000 + a * 100 + b) })
                     for c in 0..<4 {
                         let path = "\(sub)/f\(c)"
                         let bytes = Array("\(path) \(String(repeating: "x", count: (a * 31 + b * 7 + c) % 200))".utf8)
@@ -187,6 +189,8 @@ struct UnpackerTests {
             entries.append(.hardlink("a-links/to-d3", "d3/e2/f1"))
             entries.append(.hardlink("d11/e14/to-d0", "d0/e0/f0"))
             entries.append(.hardlink("d0/e0/again", "d0/e0/f0"))
+            entries.append(.dir("ro", mode: 0o555))
+            entries.append(.hardlink("ro/link", "d5/e5/f2"))
             let tar = dir + "/wide.tar"
             try makeTar(entries, at: tar)
             let tree = try ImageTree.build(layers: [(name: "l", index: try LayerIndexer.index(tarPath: tar, layer: "l"))])
@@ -194,6 +198,7 @@ struct UnpackerTests {
             let skips = Skips()
             var unpacker = Unpacker(tree: tree, layerFiles: [tar])
             unpacker.writers = writers
+            unpacker.parallelSecondPass = parallelSecondPass
             unpacker.onSkip = { path, _ in skips.items.append(path) }
             try unpacker.unpack(into: out)
 
@@ -209,10 +214,14 @@ struct UnpackerTests {
             #expect(lstatOf(out + "/d11/e14/to-d0")?.st_ino == first.st_ino)
             #expect(lstatOf(out + "/d0/e0/again")?.st_ino == first.st_ino)
             #expect(lstatOf(out + "/a-links/to-d3")?.st_ino == lstatOf(out + "/d3/e2/f1")?.st_ino)
+            #expect(lstatOf(out + "/ro/link")?.st_ino == lstatOf(out + "/d5/e5/f2")?.st_ino)
+            #expect(mode(out + "/ro") == 0o555)
+            #expect(lstatOf(out + "/d7/e9")?.st_mtim.tv_sec == 1_600_000_709, "set after its files and subdirectories")
+            #expect(lstatOf(out + "/d7/e9/deep")?.st_mtim.tv_sec != nil)
             var count = 0
             let walker = FileManager.default.enumerator(atPath: out)
             while walker?.nextObject() != nil { count += 1 }
-            #expect(count == 12 * (1 + 15 * (1 + 4 + 4)) + 1 + 3, "every directory, file and link, nothing else")
+            #expect(count == 12 * (1 + 15 * (1 + 4 + 4)) + 1 + 3 + 2, "every directory, file and link, nothing else")
         }
     }
 

@@ -11,4 +11,8 @@ int64_t imgvol_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t of
 int imgvol_syncfs(int fd);
 /// O_DIRECT, which Swift's Glibc module does not export.
 int imgvol_o_direct(void);
+/// A directory below `dirfd` (at `path`, relative), reached without following any symlink
+/// and without leaving `dirfd` (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). -1 with
+/// errno set, ENOSYS on kernels before 5.6 (or EPERM where a seccomp filter refuses it).
+int imgvol_open_directory_beneath(int dirfd, const char *path);
 #endif

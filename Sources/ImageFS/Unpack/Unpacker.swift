@@ -31,6 +31,8 @@ public struct Unpacker {
     public var onSkip: (String, EntryKind) -> Void = { _, _ in }
     /// Threads creating entries.
     public var writers = 4
+    /// Off: the second pass runs on one thread even where openat2 exists (tests run both).
+    var parallelSecondPass = true
 
     public init(tree: ImageTree, layerFiles: [String]) {
         self.tree = tree
@@ -51,10 +53,10 @@ public struct Unpacker {
         let metadata = MetadataWriter(asRoot: geteuid() == 0)
         let plan = UnpackPlan(tree: tree, target: target, onSkip: onSkip)
         let pool = CreationPool(tree: tree, plan: plan, metadata: metadata, ownedByProcess: ownedByProcess,
-                                layerCount: layerFiles.count, workers: max(1, writers))
-        try pool.run(directory: ImageTree.rootIndex, fd: rootFD, path: target, sources: sources)
-        try complete(directory: ImageTree.rootIndex, fd: rootFD, path: target, links: plan.links, metadata: metadata,
-                     created: nil, ownedByProcess: ownedByProcess)
+                                sources: sources, workers: max(1, writers))
+        try pool.run(directory: ImageTree.rootIndex, fd: rootFD, path: target)
+        try SecondPass(tree: tree, plan: plan, metadata: metadata, ownedByProcess: ownedByProcess, workers: max(1, writers))
+            .run(rootFD: rootFD, target: target, parallel: parallelSecondPass)
     }
 
     private func prepare(_ target: String) throws {
@@ -70,25 +72,5 @@ public struct Unpacker {
 
     static func openDirectory(_ parent: Int32, _ name: String, path: String) throws -> Int32 {
         try retryingEINTR("open", path) { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-    }
-
-    /// Second pass, children first: hard links, then the directory's own metadata.
-    /// `created`: how the first pass made this directory (nil for the target itself).
-    private func complete(directory index: UInt32, fd: Int32, path: String, links: [UInt32: [UnpackPlan.HardLink]],
-                          metadata: MetadataWriter, created: MetadataWriter.Creation?, ownedByProcess: Bool) throws {
-        guard let dir = tree.inode(index) else { return }
-        for child in dir.children {
-            guard let node = tree.inode(child.inode), node.kind == .directory else { continue }
-            let childPath = path + "/" + child.name
-            let childFD = try Self.openDirectory(fd, child.name, path: childPath)
-            defer { close(childFD) }
-            try complete(directory: child.inode, fd: childFD, path: childPath, links: links, metadata: metadata,
-                         created: .init(mode: Self.newDirectoryMode, ownedByProcess: ownedByProcess),
-                         ownedByProcess: ownedByProcess)
-        }
-        for link in links[index] ?? [] where linkat(AT_FDCWD, link.existing, fd, link.name, 0) != 0 {
-            throw SystemError("link", link.path)
-        }
-        try metadata.apply(dir, to: fd, path: path, created: created)
     }
 }
