@@ -16,7 +16,14 @@ import Glibc
 /// One producer calls `write` and `finish`; any thread may follow the file with
 /// `waitForBytes` or call `abandon` (those go through the sink's lock), hence unchecked.
 public final class BackgroundFileWriter: @unchecked Sendable {
+    /// Blocks start small and grow once the file is big. A block's memory is fresh pages the
+    /// first time it is filled, at about 2 µs each on these VMs: a 46 MB layer tar written
+    /// through four 4 MiB blocks paid for 16 MiB of them (three layers at once, in C's pull).
+    /// Past 64 MiB the larger blocks halve the writes and write-back calls: 1 MiB blocks
+    /// throughout made a 1 GiB layer's pull 18% slower.
+    static let smallBlockSize = 1 << 20
     static let blockSize = 4 << 20
+    static let growAt: Int64 = 64 << 20
     /// Blocks in flight: one being filled, the others queued or being written.
     static let depth = 4
 
@@ -32,14 +39,16 @@ public final class BackgroundFileWriter: @unchecked Sendable {
     public init(path: String) throws(SystemError) {
         self.path = path
         file = try OpenFile(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
-        sink = BlockSink(file: file, blockSize: Self.blockSize, depth: Self.depth)
-        current = try sink.takeFree()
+        sink = BlockSink(file: file, blockSize: Self.smallBlockSize, depth: Self.depth)
+        current = try sink.takeFree(size: Self.smallBlockSize)
     }
 
     deinit { sink.stop() }
 
     /// Bytes handed to `write` so far.
     public var written: Int64 { offset + Int64(filled) }
+
+    private var nextBlockSize: Int { offset >= Self.growAt ? Self.blockSize : Self.smallBlockSize }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws(SystemError) {
         var rest = bytes
@@ -48,7 +57,7 @@ public final class BackgroundFileWriter: @unchecked Sendable {
                 try sink.submit(current, count: filled, at: offset)
                 offset += Int64(filled)
                 filled = 0
-                current = try sink.takeFree()
+                current = try sink.takeFree(size: nextBlockSize)
             }
         }
     }
@@ -60,7 +69,7 @@ public final class BackgroundFileWriter: @unchecked Sendable {
             try sink.submit(current, count: filled, at: offset)
             offset += Int64(filled)
             filled = 0
-            current = try sink.takeFree()
+            current = try sink.takeFree(size: nextBlockSize)
         }
         try sink.submitHole(at: offset, count: count)
         offset += count
@@ -107,7 +116,8 @@ final class BlockSink: @unchecked Sendable {
     private let file: OpenFile
     private let condition = NSCondition()
     private var free: [UnsafeMutableRawBufferPointer]
-    private let all: [UnsafeMutableRawBufferPointer]
+    /// Every block, wherever it is (free, queued, or being filled): freed with the sink.
+    private var all: [UnsafeMutableRawBufferPointer]
     private var queue: [Block] = []
     private var writing = false
     private var stopping = false
@@ -130,13 +140,18 @@ final class BlockSink: @unchecked Sendable {
 
     deinit { all.forEach { $0.deallocate() } }
 
-    /// A block to fill; waits while every block is queued. Throws the writer thread's error.
-    func takeFree() throws(SystemError) -> UnsafeMutableRawBufferPointer {
+    /// A block of `size` bytes to fill (a free block of another size is replaced); waits
+    /// while every block is queued. Throws the writer thread's error.
+    func takeFree(size: Int) throws(SystemError) -> UnsafeMutableRawBufferPointer {
         condition.lock()
         defer { condition.unlock() }
         while failure == nil, free.isEmpty { condition.wait() }
         if let failure { throw failure }
-        return free.removeLast()
+        let block = free.removeLast()
+        guard block.count != size, let slot = all.firstIndex(where: { $0.baseAddress == block.baseAddress }) else { return block }
+        block.deallocate()
+        all[slot] = .allocate(byteCount: size, alignment: 4096)
+        return all[slot]
     }
 
     func submit(_ buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: Int64) throws(SystemError) {
