@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Writes an image tree into a directory for tools that cannot use a FUSE mount. Every name
-/// is created relative to a directory descriptor imgvol opened itself with O_NOFOLLOW, so no
+/// is created relative to a directory descriptor imgvol opened itself (O_NOFOLLOW), so no
 /// entry can lead a write outside the target.
 ///
 /// A plan, then two passes. The plan (`UnpackPlan`) goes over the tree in path order and
@@ -13,9 +13,10 @@ import Glibc
 /// symlinks, fifos and regular files with their bytes, one directory per job on a few
 /// threads (`CreationPool`): creating many small files is the cost (21,000 files in 3,758
 /// directories: 1.6 s on one thread), and the file system takes creations in different
-/// directories in parallel. The second, after the first is done, makes the hard links and
-/// sets each directory's owner, mode and times, children first, since creating an entry
-/// changes its directory's mtime.
+/// directories in parallel. The second (`SecondPass`), after the first is done, makes the
+/// hard links and sets each directory's owner, mode and times, children first, since
+/// creating an entry changes its directory's mtime; it reopens directories beneath the
+/// target with openat2, following no symlink.
 public struct Unpacker {
     public struct Failure: Error, CustomStringConvertible {
         public let path: String
