@@ -29,14 +29,18 @@ let package = Package(
         // ISA-L's inflate: gzip layers decompress faster than with zlib (see GzipInflater).
         .systemLibrary(name: "CISAL", pkgConfig: "libisal", providers: [.apt(["libisal-dev"])]),
 
-        // Syscalls with errno-carrying errors; owned file descriptors.
+        // Syscalls that Swift's Glibc module does not declare.
         .target(name: "CLinux"),
+        // The FUSE protocol facts libfuse 3.14 predates (passthrough): the session's I/O hooks.
+        .target(name: "CFuseProtocol"),
+        // Syscalls with errno-carrying errors; owned file descriptors; the one way to wait
+        // (`Monitor`) and the one place blocking work gets a thread (`BlockingThreads`).
         .target(name: "FileIO", dependencies: ["CLinux"]),
         // Pure OCI values: references, digests, manifests, platforms. No I/O.
         .target(name: "OCI", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // The distribution client: auth, mirrors, manifests, verified blob streams.
+        // 1. The distribution client: auth, mirrors, manifests, blob and range requests.
         .target(name: "Registry", dependencies: [
             "OCI", "FileIO",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -46,22 +50,28 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
-        // libarchive: decompression and tar indexing of layers.
+        // 2. Verified blob streams: resumable partial files, pipes, concurrent Range windows,
+        // each hashed as it arrives.
+        .target(name: "Transfer", dependencies: ["OCI", "FileIO", "Registry"]),
+        // 3. Layers: decompression, tar splitting and indexing (libarchive, ISA-L).
         // libarchive is linked statically: only the objects imgvol calls come in (tar, gzip,
         // zstd), not the shared library's dependencies (libxml2, and through it ICU's 30 MB of
-        // data), whose loading was a fifth of a cold `imgvol mount` (0.22 -> 0.15 s measured).
+        // data), whose loading would be a third of a cold `imgvol mount`.
         .target(name: "Layers", dependencies: ["OCI", "FileIO", "CArchive", "CISAL"],
                 linkerSettings: [.linkedLibrary(":libarchive.a"), .linkedLibrary("z"), .linkedLibrary("zstd")]),
-        // The on-disk content-addressed cache.
+        // 4. The on-disk content-addressed cache; the one owner of its layout.
         .target(name: "Store", dependencies: ["OCI", "FileIO", "Layers"]),
-        // The merged read-only tree of an image, unpacking, and the FUSE server.
-        .target(name: "ImageFS", dependencies: ["OCI", "FileIO", "Layers", "CFuse", "CLinux",
+        // 5. The merged read-only tree of a stored image, unpacking, and the FUSE server.
+        .target(name: "ImageFS", dependencies: ["OCI", "FileIO", "Layers", "Store", "CFuse", "CFuseProtocol", "CLinux",
             .product(name: "Logging", package: "swift-log")]),
-        // Orchestration shared by the CLI and the CSI plugin: pull, GC, mount bookkeeping.
-        .target(name: "ImgvolCore", dependencies: ["OCI", "FileIO", "Registry", "Layers", "Store", "ImageFS",
+        // Orchestration of 1-4: a pull (and a lazy mount's pull), one session type per front end.
+        .target(name: "Pull", dependencies: ["OCI", "FileIO", "Registry", "Transfer", "Layers", "Store", "ImageFS",
             .product(name: "Logging", package: "swift-log")]),
-        // The Docker/podman volume plugin API over a unix socket.
-        .target(name: "VolumePlugin", dependencies: ["ImgvolCore", "OCI", "FileIO", "Store", "Registry",
+        // Orchestration of 5: mount servers in the background, their records and readiness.
+        .target(name: "Mounts", dependencies: ["OCI", "FileIO", "CLinux", "Store", "ImageFS", "Pull",
+            .product(name: "Logging", package: "swift-log")]),
+        // Front ends. The Docker/podman volume plugin API over a unix socket.
+        .target(name: "VolumePlugin", dependencies: ["Mounts", "Pull", "OCI", "FileIO", "Store", "Registry",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -73,7 +83,7 @@ let package = Package(
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
         ]),
         // The Kubernetes CSI node plugin: Identity and Node services, published-volume state, metrics.
-        .target(name: "CSI", dependencies: ["CSIProto", "ImgvolCore", "OCI", "FileIO", "Store", "Registry", "Layers", "ImageFS",
+        .target(name: "CSI", dependencies: ["CSIProto", "Mounts", "Pull", "OCI", "FileIO", "Store", "Registry", "Layers", "ImageFS",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -85,7 +95,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "imgvol", dependencies: [
-            "ImgvolCore", "VolumePlugin", "CSI", "OCI", "Registry", "Store", "ImageFS",
+            "Mounts", "Pull", "VolumePlugin", "CSI", "OCI", "Registry", "Store", "ImageFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -93,13 +103,13 @@ let package = Package(
         // Fixtures shared by the test targets (tars written by an independent writer).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FileIOTests", dependencies: ["FileIO", "TestSupport"]),
+        .testTarget(name: "TransferTests", dependencies: ["Transfer", "Registry", "OCI", "FileIO"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI", "FileIO", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Layers", "OCI"]),
-        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "OCI", "TestSupport"]),
-        .testTarget(name: "ImgvolCoreTests", dependencies: ["ImgvolCore", "FileIO", "Layers", "TestSupport"]),
-        .testTarget(name: "CSITests", dependencies: ["CSI", "CSIProto", "ImgvolCore", "OCI", "Registry", "Store",
+        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "OCI", "Store", "TestSupport"]),
+        .testTarget(name: "CSITests", dependencies: ["CSI", "CSIProto", "Mounts", "Pull", "OCI", "Registry", "Store",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             .product(name: "Logging", package: "swift-log")]),

@@ -25,3 +25,7 @@ int imgvol_open_directory_beneath(int dirfd, const char *path) {
     };
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
+
+int imgvol_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}

@@ -1,6 +1,7 @@
 import FileIO
 import GRPCCore
-import ImgvolCore
+import Mounts
+import Pull
 import OCI
 import Registry
 import Store

@@ -1,7 +1,8 @@
 import FileIO
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
-import ImgvolCore
+import Mounts
+import OCI
 import Logging
 import Store
 
@@ -13,7 +14,7 @@ public final class CSIPlugin: Sendable {
         public var endpoint: String
         public var nodeID: String
         public var driverName = "csi.imgvol.dev"
-        public var version = "0.1.0"
+        public var version = ImgvolVersion.current
         /// `HOST:PORT` for `/metrics`; nil for none.
         public var metricsAddress: String?
         /// registries.conf for pulls; nil for the default search.
@@ -45,7 +46,7 @@ public final class CSIPlugin: Sendable {
         let metrics = CSIMetrics(store: store)
         self.metrics = metrics
         self.metricsServer = try configuration.metricsAddress.map { try MetricsServer(address: $0, metrics: metrics, logger: logger) }
-        let table = try VolumeTable(file: VolumeStateFile(root: store.root, tmpDir: store.tmpDir))
+        let table = try VolumeTable(file: VolumeStateFile(store: store))
         let images = ImageSource(store: store, logger: logger, coordinator: PullCoordinator(), metrics: metrics,
                                  registriesConf: configuration.registriesConf)
         self.volumes = VolumeManager(store: store, logger: logger, table: table, images: images,

@@ -1,4 +1,5 @@
-import ImgvolCore
+import Mounts
+import Pull
 import Logging
 import OCI
 import Registry
@@ -25,10 +26,10 @@ struct ImageSource: Sendable {
         options.tlsVerify = request.tlsVerify
         options.registriesConf = try RegistriesConf.load(explicit: registriesConf)
         request.secrets.apply(to: &options)
-        let clientOptions = options
+        let session = PullSession(store: store, logger: logger, settings: PullSession.Settings(client: options, platform: request.platform))
         let key = PullCoordinator.Key(image: request.reference.description, platform: request.platform.description)
-        return try await coordinator.pull(key) { [store, logger, metrics, reference = request.reference, platform = request.platform] in
-            try await Self.pull(reference, platform: platform, options: clientOptions, store: store, logger: logger, metrics: metrics)
+        return try await coordinator.pull(key) { [metrics, reference = request.reference] in
+            try await Self.pull(reference, session: session, metrics: metrics)
         }
     }
 
@@ -45,7 +46,7 @@ struct ImageSource: Sendable {
     }
 
     func cachedImage(_ reference: Reference, platform: Platform) -> ImageRecord? {
-        ImageService(store: store, logger: logger).cachedImage(reference, platform: platform)
+        store.completeImage(reference, platform: platform)
     }
 
     /// The image for a volume being restored after a restart: the exact digest it served
@@ -59,32 +60,30 @@ struct ImageSource: Sendable {
         var options = RegistryClient.Options()
         options.tlsVerify = volume.attributes["tlsVerify"]?.lowercased() != "false"
         options.registriesConf = try RegistriesConf.load(explicit: registriesConf)
-        let clientOptions = options
         let platform = try volume.attributes["platform"].map { try Platform(parsing: $0) } ?? .host
+        let session = PullSession(store: store, logger: logger, settings: PullSession.Settings(client: options, platform: platform))
         let key = PullCoordinator.Key(image: reference.description, platform: platform.description)
-        return try await coordinator.pull(key) { [store, logger, metrics] in
-            try await Self.pull(reference, platform: platform, options: clientOptions, store: store, logger: logger, metrics: metrics)
+        return try await coordinator.pull(key) { [metrics] in
+            try await Self.pull(reference, session: session, metrics: metrics)
         }
     }
 
-    static func pull(_ reference: Reference, platform: Platform, options: RegistryClient.Options,
-                     store: ContentStore, logger: Logger, metrics: CSIMetrics) async throws -> ImageRecord {
-        let client = RegistryClient(options: options, logger: logger)
-        var puller = Puller(store: store, client: client, logger: logger)
-        puller.platform = platform
+    /// Pulls through `session`, counting what it downloads for the metrics and the log.
+    static func pull(_ reference: Reference, session: PullSession, metrics: CSIMetrics) async throws -> ImageRecord {
+        var session = session
         let counter = DownloadCounter()
-        puller.progress = counter
+        session.settings.progress = counter
+        let logger = session.logger
+        let platform = session.settings.platform
         let clock = ContinuousClock()
         let start = clock.now
         logger.notice("pulling \(reference) for \(platform)")
         do {
-            let record = try await puller.pull(reference)
-            await client.shutdown()
+            let record = try await session.pull(reference)
             metrics.pullFinished(success: true, bytes: counter.bytes, duration: clock.now - start)
             logger.notice("pulled \(reference) (\(record.digest)): \(counter.bytes) bytes downloaded in \(clock.now - start)")
             return record
         } catch {
-            await client.shutdown()
             metrics.pullFinished(success: false, bytes: counter.bytes, duration: clock.now - start)
             logger.warning("pull of \(reference) failed: \(error)")
             throw error

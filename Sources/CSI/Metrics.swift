@@ -53,7 +53,7 @@ public final class CSIMetrics: Sendable {
     /// Bytes the store's layers and blobs occupy on disk, measured when scraped.
     func updateCacheSize() {
         var total: Int64 = 0
-        for dir in [store.layersDir, store.blobsDir] {
+        for dir in [store.layout.layersDir, store.layout.blobsDir] {
             for name in FileSystem.listDirectory(dir) { total += FileSystem.diskUsage(dir + "/" + name) }
         }
         Gauge(label: "imgvol_csi_cache_size_bytes", factory: factory).record(total)

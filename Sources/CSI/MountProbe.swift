@@ -1,5 +1,5 @@
 import FileIO
-import ImgvolCore
+import Mounts
 import Store
 #if canImport(Glibc)
 import Glibc

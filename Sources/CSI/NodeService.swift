@@ -1,6 +1,6 @@
 import CSIProto
 import GRPCCore
-import ImgvolCore
+import Mounts
 
 /// CSI Node: publish (pull + mount read-only), unpublish, stats. Staging and expansion do
 /// not apply to read-only image volumes and answer UNIMPLEMENTED. Every method goes through

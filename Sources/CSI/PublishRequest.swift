@@ -1,6 +1,7 @@
 import CSIProto
 import Foundation
-import ImgvolCore
+import Mounts
+import Pull
 import Layers
 import OCI
 import Registry
@@ -17,7 +18,7 @@ struct PublishRequest: Sendable {
     let volumeID: String
     let targetPath: String
     let reference: Reference
-    let pullPolicy: ImageService.PullPolicy
+    let pullPolicy: PullPolicy
     /// Relative and normalised (no `..`), nil for the whole image.
     let subPath: String?
     let platform: Platform
@@ -88,7 +89,7 @@ struct PublishRequest: Sendable {
         }
     }
 
-    static func pullPolicy(_ text: String?, volumeID: String) throws(CSIError) -> ImageService.PullPolicy {
+    static func pullPolicy(_ text: String?, volumeID: String) throws(CSIError) -> PullPolicy {
         switch text?.lowercased() {
         case nil, "ifnotpresent": return .missing
         case "always": return .always

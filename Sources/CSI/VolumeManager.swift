@@ -1,7 +1,8 @@
 import FileIO
 import Foundation
 import ImageFS
-import ImgvolCore
+import Mounts
+import Pull
 import Layers
 import Logging
 import OCI
@@ -110,7 +111,7 @@ final class VolumeManager: Sendable {
     /// if anything after it fails.
     private func mount(_ record: ImageRecord, request: PublishRequest) async throws {
         if let subPath = request.subPath {
-            let tree = try ImageService(store: store, logger: logger).tree(of: record)
+            let tree = try ImageTrees(store: store, logger: logger).tree(of: record)
             guard let index = tree.resolve(subPath), let node = tree.inode(index) else {
                 throw CSIError.notFound("volume \(request.volumeID): subPath \(subPath) does not exist in \(request.reference)")
             }

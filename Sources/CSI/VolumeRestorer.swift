@@ -1,6 +1,6 @@
 import FileIO
 import Foundation
-import ImgvolCore
+import Mounts
 import OCI
 #if canImport(Glibc)
 import Glibc

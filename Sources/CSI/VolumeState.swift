@@ -1,4 +1,5 @@
 import FileIO
+import Store
 import Foundation
 import OCI
 
@@ -38,9 +39,9 @@ struct VolumeStateFile: Sendable {
     let path: String
     let tmpDir: String
 
-    init(root: String, tmpDir: String) {
-        self.path = root + "/csi/volumes.json"
-        self.tmpDir = tmpDir
+    init(store: ContentStore) {
+        self.path = store.layout.csiState
+        self.tmpDir = store.tmpDir
     }
 
     /// A missing file is an empty state; an unreadable one is an error, not silently empty,

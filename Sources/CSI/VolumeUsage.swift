@@ -1,5 +1,5 @@
 import ImageFS
-import ImgvolCore
+import Pull
 import OCI
 import Synchronization
 
@@ -52,7 +52,7 @@ extension VolumeManager {
         }
         return try usage.usage(digest: volume.digest, subPath: volume.subPath) {
             let record = try store.readImage(volume.digest)
-            let tree = try ImageService(store: store, logger: logger).tree(of: record)
+            let tree = try ImageTrees(store: store, logger: logger).tree(of: record)
             let root = volume.subPath.flatMap { tree.resolve($0) } ?? ImageTree.rootIndex
             return VolumeUsage(tree: tree, root: root)
         }

@@ -3,24 +3,21 @@ import Foundation
 import Glibc
 #endif
 
-/// Writes a new file sequentially on a thread of its own, a few 4 MiB blocks behind the
-/// producer, starting write-back of each block as it lands so the final fsync has little
-/// left to do. A decompressor that wrote (and waited) itself took its CPU time plus the
-/// disk's time instead of the larger of the two.
+/// Writes a new file sequentially on a thread of its own, a few blocks behind the producer,
+/// starting write-back of each block as it lands so the final fsync has little left to do:
+/// a decompressor that wrote (and waited) itself would take its CPU time plus the disk's
+/// time instead of the larger of the two.
 ///
-/// The file goes through the page cache. O_DIRECT saved the copy into it, but what is
-/// written is read again at once: by `imgvol unpack`, by a mount's first reads, and by the
-/// indexer following the writer. Read back cold, a 1 GiB layer cost `unpack` 0.8-1.1 s;
-/// from the page cache, 0.4 s (the pull itself takes 0.2-0.3 s longer).
+/// The file goes through the page cache, not O_DIRECT: what is written is read again at once
+/// (by `imgvol unpack`, by a mount's first reads, by the indexer following the writer).
 ///
-/// One producer calls `write` and `finish`; any thread may follow the file with
-/// `waitForBytes` or call `abandon` (those go through the sink's lock), hence unchecked.
+/// Unchecked: one producer alone calls `write`, `skip` and `finish`, and owns `current`,
+/// `filled`, `offset` and `finished`; any thread may follow the file with `waitForBytes` or
+/// call `abandon`, which go through the sink's monitor.
 public final class BackgroundFileWriter: @unchecked Sendable {
-    /// Blocks start small and grow once the file is big. A block's memory is fresh pages the
-    /// first time it is filled, at about 2 µs each on these VMs: a 46 MB layer tar written
-    /// through four 4 MiB blocks paid for 16 MiB of them (three layers at once, in C's pull).
-    /// Past 64 MiB the larger blocks halve the writes and write-back calls: 1 MiB blocks
-    /// throughout made a 1 GiB layer's pull 18% slower.
+    /// Blocks start small and grow once the file is big: a block's memory is fresh pages the
+    /// first time it is filled, which a small layer should not pay for 4 MiB at a time, while
+    /// past 64 MiB larger blocks halve the writes and write-back calls.
     static let smallBlockSize = 1 << 20
     static let blockSize = 4 << 20
     static let growAt: Int64 = 64 << 20
@@ -39,7 +36,7 @@ public final class BackgroundFileWriter: @unchecked Sendable {
     public init(path: String) throws(SystemError) {
         self.path = path
         file = try OpenFile(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
-        sink = BlockSink(file: file, blockSize: Self.smallBlockSize, depth: Self.depth)
+        sink = try BlockSink(file: file, blockSize: Self.smallBlockSize, depth: Self.depth)
         current = try sink.takeFree(size: Self.smallBlockSize)
     }
 
@@ -102,126 +99,128 @@ public final class BackgroundFileWriter: @unchecked Sendable {
     }
 }
 
-/// The writer thread's side of a `BackgroundFileWriter`: a queue of filled blocks and a pool of free
-/// ones, under one condition. The thread holds the sink, never the writer, so dropping the
-/// writer (on an error) stops the thread.
-final class BlockSink: @unchecked Sendable {
+/// The writer thread's side of a `BackgroundFileWriter`: a queue of filled blocks and a pool
+/// of free ones, behind one monitor. The thread holds the sink, never the writer, so dropping
+/// the writer (on an error) stops the thread.
+final class BlockSink: Sendable {
     /// A block of bytes, or (no buffer) a hole the writer steps over.
-    private struct Block {
+    struct Block {
         let buffer: UnsafeMutableRawBufferPointer?
         let count: Int64
         let offset: Int64
     }
 
-    private let file: OpenFile
-    private let condition = NSCondition()
-    private var free: [UnsafeMutableRawBufferPointer]
-    /// Every block, wherever it is (free, queued, or being filled): freed with the sink.
-    private var all: [UnsafeMutableRawBufferPointer]
-    private var queue: [Block] = []
-    private var writing = false
-    private var stopping = false
-    private var stopped = false
-    private var failure: SystemError?
-    /// Bytes `[0, inFile)` are in the file: blocks are queued and written in order.
-    private var inFile: Int64 = 0
-    /// No more bytes will come (finished, failed or stopped).
-    private var ended = false
-
-    init(file: OpenFile, blockSize: Int, depth: Int) {
-        self.file = file
-        all = (0..<depth).map { _ in .allocate(byteCount: blockSize, alignment: 4096) }
-        free = all
-        let thread = Thread { [self] in run() }
-        thread.name = "imgvol-writer"
-        thread.stackSize = 256 << 10
-        thread.start()
+    struct Blocks {
+        var free: [UnsafeMutableRawBufferPointer]
+        /// Every block, wherever it is (free, queued, or being filled): freed with the sink.
+        var all: [UnsafeMutableRawBufferPointer]
+        var queue: [Block] = []
+        var writing = false
+        var stopping = false
+        var stopped = false
+        var failure: SystemError?
+        /// Bytes `[0, inFile)` are in the file: blocks are queued and written in order.
+        var inFile: Int64 = 0
+        /// No more bytes will come (finished, failed or stopped).
+        var ended = false
     }
 
-    deinit { all.forEach { $0.deallocate() } }
+    private let file: OpenFile
+    private let blocks: Monitor<Blocks>
+
+    init(file: OpenFile, blockSize: Int, depth: Int) throws(SystemError) {
+        self.file = file
+        let all = (0..<depth).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 4096) }
+        blocks = Monitor(Blocks(free: all, all: all))
+        do {
+            try BlockingThreads.start { [self] in run() }
+        } catch {
+            blocks.update { $0.stopped = true }
+            throw error
+        }
+    }
+
+    deinit { blocks.update { $0.all.forEach { $0.deallocate() } } }
 
     /// A block of `size` bytes to fill (a free block of another size is replaced); waits
     /// while every block is queued. Throws the writer thread's error.
     func takeFree(size: Int) throws(SystemError) -> UnsafeMutableRawBufferPointer {
-        condition.lock()
-        defer { condition.unlock() }
-        while failure == nil, free.isEmpty { condition.wait() }
-        if let failure { throw failure }
-        let block = free.removeLast()
-        guard block.count != size, let slot = all.firstIndex(where: { $0.baseAddress == block.baseAddress }) else { return block }
-        block.deallocate()
-        all[slot] = .allocate(byteCount: size, alignment: 4096)
-        return all[slot]
+        let taken: Result<UnsafeMutableRawBufferPointer, SystemError> = blocks.wait { blocks in
+            if let failure = blocks.failure { return .failure(failure) }
+            guard !blocks.free.isEmpty else { return nil }
+            let block = blocks.free.removeLast()
+            guard block.count != size, let slot = blocks.all.firstIndex(where: { $0.baseAddress == block.baseAddress }) else {
+                return .success(block)
+            }
+            block.deallocate()
+            blocks.all[slot] = .allocate(byteCount: size, alignment: 4096)
+            return .success(blocks.all[slot])
+        }
+        return try taken.get()
     }
 
     func submit(_ buffer: UnsafeMutableRawBufferPointer, count: Int, at offset: Int64) throws(SystemError) {
-        condition.lock()
-        defer { condition.unlock() }
-        if let failure { throw failure }
-        queue.append(Block(buffer: buffer, count: Int64(count), offset: offset))
-        condition.broadcast()
+        try enqueue(Block(buffer: buffer, count: Int64(count), offset: offset))
     }
 
     func submitHole(at offset: Int64, count: Int64) throws(SystemError) {
-        condition.lock()
-        defer { condition.unlock() }
+        try enqueue(Block(buffer: nil, count: count, offset: offset))
+    }
+
+    private func enqueue(_ block: Block) throws(SystemError) {
+        let failure: SystemError? = blocks.update { blocks in
+            if let failure = blocks.failure { return failure }
+            blocks.queue.append(block)
+            return nil
+        }
         if let failure { throw failure }
-        queue.append(Block(buffer: nil, count: count, offset: offset))
-        condition.broadcast()
     }
 
     /// Waits until every queued block is written.
     func drain() throws(SystemError) {
-        condition.lock()
-        defer { condition.unlock() }
-        while failure == nil, !queue.isEmpty || writing { condition.wait() }
-        if let failure { throw failure }
+        let failure: SystemError?? = blocks.wait { blocks in
+            if let failure = blocks.failure { return .some(failure) }
+            return blocks.queue.isEmpty && !blocks.writing ? .some(nil) : nil
+        }
+        if let failure, let failure { throw failure }
     }
 
     /// Ends the thread once it has written what is queued, and waits for it.
     func stop() {
-        condition.lock()
-        stopping = true
-        ended = true
-        condition.broadcast()
-        while !stopped { condition.wait() }
-        condition.unlock()
+        blocks.update { blocks in
+            blocks.stopping = true
+            blocks.ended = true
+        }
+        blocks.wait { $0.stopped ? () : nil }
     }
 
     /// Every byte is in the file: followers stop waiting.
-    func end() {
-        condition.lock()
-        ended = true
-        condition.broadcast()
-        condition.unlock()
-    }
+    func end() { blocks.update { $0.ended = true } }
 
     func waitForBytes(upTo end: Int64) -> Int64 {
-        condition.lock()
-        defer { condition.unlock() }
-        while inFile < end, !ended, failure == nil { condition.wait() }
-        return inFile
+        blocks.wait { blocks in
+            blocks.inFile >= end || blocks.ended || blocks.failure != nil ? blocks.inFile : nil
+        }
     }
 
     private func run() {
-        condition.lock()
         while true {
-            while queue.isEmpty, !stopping { condition.wait() }
-            if queue.isEmpty || failure != nil { break }
-            let block = queue.removeFirst()
-            writing = true
-            condition.unlock()
+            let next: Block? = blocks.wait { blocks in
+                if blocks.queue.isEmpty, !blocks.stopping { return nil }
+                if blocks.queue.isEmpty || blocks.failure != nil { return .some(nil) }
+                blocks.writing = true
+                return .some(blocks.queue.removeFirst())
+            }
+            guard let block = next else { break }
             let error = write(block)
-            condition.lock()
-            writing = false
-            if let error, failure == nil { failure = error }
-            if error == nil { inFile = block.offset + block.count }
-            if let buffer = block.buffer { free.append(buffer) }
-            condition.broadcast()
+            blocks.update { blocks in
+                blocks.writing = false
+                if let error, blocks.failure == nil { blocks.failure = error }
+                if error == nil { blocks.inFile = block.offset + block.count }
+                if let buffer = block.buffer { blocks.free.append(buffer) }
+            }
         }
-        stopped = true
-        condition.broadcast()
-        condition.unlock()
+        blocks.update { $0.stopped = true }
     }
 
     private func write(_ block: Block) -> SystemError? {

@@ -2,6 +2,7 @@ import CFuse
 import FileIO
 import Layers
 import Logging
+import Store
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,7 @@ public final class FuseFilesystem: Sendable {
     public let tree: ImageTree
     let rootIndex: UInt32
     let layerFDs: [Int32]
-    let files: [OpenFile]
+    let layers: [LayerData]
     /// For a lazy mount, per layer: what a read waits on until its bytes have arrived (nil
     /// for layers already in the store).
     let gates: [(any LayerGate)?]
@@ -34,17 +35,16 @@ public final class FuseFilesystem: Sendable {
     /// Called once the kernel has completed the FUSE handshake: the mount now answers.
     let onInit: @Sendable () -> Void
 
-    /// `layerFiles` are open already: a lazy mount's blobs may be renamed into the store at
-    /// any moment, and a descriptor outlives the rename where a path would not.
     /// `passthrough: false` keeps every read in the server (`IMGVOL_FUSE_PASSTHROUGH=0`).
-    public init(tree: ImageTree, layerFiles: [OpenFile], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
+    public init(tree: ImageTree, layers: [LayerData], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
                 passthrough: Bool = true, logger: Logger? = nil, onInit: @escaping @Sendable () -> Void = {}) {
         self.onInit = onInit
         self.tree = tree
         self.rootIndex = subpathRoot
-        self.files = layerFiles
-        self.layerFDs = files.map(\.fd)
-        self.layerSizes = files.map { (try? $0.size()) ?? -1 }
+        self.layers = layers
+        self.layerFDs = layers.map(\.file.fd)
+        // -1 where the size cannot be read: no file then passes through to it.
+        self.layerSizes = layers.map { (try? $0.file.size()) ?? -1 }
         self.gates = gates
         self.passthrough = passthrough ? FusePassthrough(logger: logger) : nil
     }
@@ -53,9 +53,8 @@ public final class FuseFilesystem: Sendable {
     func apartFile(_ index: UInt32, _ node: ImageTree.Inode) -> OpenFile? {
         apartFiles.withLock { open in
             if let file = open[index] { return file }
-            guard node.layer >= 0, Int(node.layer) < files.count else { return nil }
-            let directory = LayerSplit.directory(forTar: files[Int(node.layer)].path)
-            guard let file = try? OpenFile.openRead(LayerSplit.path(in: directory, offset: node.dataOffset)) else { return nil }
+            guard node.layer >= 0, Int(node.layer) < layers.count,
+                  let file = try? layers[Int(node.layer)].openApart(offset: node.dataOffset) else { return nil }
             open[index] = file
             return file
         }

@@ -1,4 +1,5 @@
 import CFuse
+import CFuseProtocol
 import CLinux
 import Layers
 #if canImport(Glibc)

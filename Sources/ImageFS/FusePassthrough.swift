@@ -1,3 +1,4 @@
+import CFuseProtocol
 import CLinux
 import Logging
 import Synchronization

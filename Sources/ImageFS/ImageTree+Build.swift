@@ -13,7 +13,10 @@ extension ImageTree {
     }
 
     /// `build` one layer at a time, so that a pull can merge each layer as soon as it and
-    /// those below it have arrived, while the others still download. One caller at a time.
+    /// those below it have arrived, while the others still download.
+    ///
+    /// Unchecked: one caller at a time, each after the last (the pull's `LayerMerger` chains
+    /// its applies); the builder's state has no lock of its own.
     public final class Builder: @unchecked Sendable {
         private let root: Node
         private var applied: Int32 = 0

@@ -1,3 +1,4 @@
+import FileIO
 import CISAL
 
 /// Decompresses a gzip stream with ISA-L's inflate. On one of image C's 25 MB layers alone,

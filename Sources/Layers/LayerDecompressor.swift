@@ -1,3 +1,4 @@
+import FileIO
 import CArchive
 import OCI
 #if canImport(Glibc)

@@ -174,14 +174,6 @@ enum FileType {
     static let socket: UInt32 = 0o140000
 }
 
-/// Bytes at any offset: a finished layer file, or a blob still arriving.
-public protocol PositionalSource: AnyObject {
-    /// Fills up to `buffer.count` bytes at `offset`; fewer only at the end.
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int
-}
-
-extension OpenFile: PositionalSource {}
-
 /// libarchive's view of a `PositionalSource`: a cursor, a buffer, and the first error.
 private final class PositionalBox {
     let source: any PositionalSource

@@ -19,7 +19,7 @@ public final class RegistryClient: Sendable {
         public var authFile: AuthFile = AuthFile(paths: AuthFile.searchPaths(explicit: nil))
         public var authFileExplicit = false
         public var registriesConf = RegistriesConf()
-        public var userAgent = "imgvol/0.1"
+        public var userAgent = "imgvol/\(ImgvolVersion.current)"
         /// Attempts per request before a transient failure is final.
         public var maxAttempts = 6
 

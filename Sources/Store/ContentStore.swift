@@ -5,36 +5,27 @@ import OCI
 import Glibc
 #endif
 
-/// The on-disk cache under `--root`:
-///
-///     blobs/sha256/<hex>   manifests, indexes and configs, verified
-///     layers/<hex>.tar     a layer's uncompressed tar, named by its diff_id (for an
-///                          uncompressed layer this is the registry blob itself: no copy)
-///     layers/<hex>.idx     its entry index (where each file's bytes sit in the tar)
-///     layers/<hex>.files/  its regular files of 1 MiB or more, one file each, named by their
-///                          offset in the tar, which keeps a hole there (see `LayerSplit`)
-///     images/<hex>.json    one record per pulled image manifest
-///     refs.json            reference -> manifest digest
-///     tmp/                 partial downloads and files being written
-///     locks/               flock files
+/// The on-disk content-addressed cache under `--root` (its paths: `StoreLayout`).
 ///
 /// A layer is one sequential file, not one file per entry: unpacking creates no inodes, and
 /// the FUSE server reads file contents at an offset in the tar. Big files are the exception:
-/// a file of their own lets the kernel read them without the server (FUSE passthrough). Everything enters by
-/// temp + fsync + rename after its digest was checked, so any path that exists is complete.
+/// a file of their own lets the kernel read them without the server (FUSE passthrough).
+/// Everything enters by temp + fsync + rename after its digest was checked, so any path that
+/// exists is complete.
 public final class ContentStore: Sendable {
-    public let root: String
+    public let layout: StoreLayout
+    public var root: String { layout.root }
 
-    public var blobsDir: String { root + "/blobs/sha256" }
-    public var layersDir: String { root + "/layers" }
-    public var imagesDir: String { root + "/images" }
-    public var tmpDir: String { root + "/tmp" }
-    public var locksDir: String { root + "/locks" }
-    public var mountsDir: String { root + "/mounts" }
-    var refsPath: String { root + "/refs.json" }
+    public var blobsDir: String { layout.blobsDir }
+    public var layersDir: String { layout.layersDir }
+    public var imagesDir: String { layout.imagesDir }
+    public var tmpDir: String { layout.tmpDir }
+    public var locksDir: String { layout.locksDir }
+    public var mountsDir: String { layout.mountsDir }
+    var refsPath: String { layout.refs }
 
     public init(root: String) throws(StoreError) {
-        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        layout = StoreLayout(root: root)
         do {
             if !FileSystem.exists(self.root) {
                 try FileSystem.makeDirectories(FileSystem.parent(of: self.root))
@@ -58,7 +49,7 @@ public final class ContentStore: Sendable {
 
     // MARK: blobs
 
-    public func blobPath(_ digest: Digest) -> String { "\(blobsDir)/\(digest.hex)" }
+    public func blobPath(_ digest: Digest) -> String { layout.blob(digest) }
 
     public func hasBlob(_ digest: Digest) -> Bool { FileSystem.exists(blobPath(digest)) }
 
@@ -89,10 +80,10 @@ public final class ContentStore: Sendable {
 
     // MARK: layers
 
-    public func layerTarPath(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).tar" }
-    public func layerIndexPath(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).idx" }
+    public func layerTarPath(_ diffID: Digest) -> String { layout.layerTar(diffID) }
+    public func layerIndexPath(_ diffID: Digest) -> String { layout.layerIndex(diffID) }
     /// The layer's big files, each named by its offset in the tar (see `LayerSplit`).
-    public func layerFilesPath(_ diffID: Digest) -> String { LayerSplit.directory(forTar: layerTarPath(diffID)) }
+    public func layerFiles(_ diffID: Digest) -> ApartFiles { layout.layerFiles(diffID) }
 
     /// A layer is present once its index is: the index is committed after the tar.
     public func hasLayer(_ diffID: Digest) -> Bool {
@@ -102,8 +93,19 @@ public final class ContentStore: Sendable {
     public func hasLayerTar(_ diffID: Digest) -> Bool { FileSystem.exists(layerTarPath(diffID)) }
 
     /// The file that holds a layer's bytes: its tar, or for a raw artifact file the blob.
-    public func dataPath(of layer: ImageRecord.Layer) -> String {
+    func dataPath(of layer: ImageRecord.Layer) -> String {
         layer.file == nil ? layerTarPath(layer.diffID) : blobPath(layer.digest)
+    }
+
+    /// A layer's bytes, opened for a mount or `unpack`: its data file, and the files a split
+    /// tar keeps apart.
+    public func layerData(of layer: ImageRecord.Layer) throws(StoreError) -> LayerData {
+        let path = dataPath(of: layer)
+        do {
+            return LayerData(file: try OpenFile.openRead(path), apart: layer.file == nil ? layerFiles(layer.diffID) : nil)
+        } catch {
+            throw StoreError(.notFound, "layer \(layer.diffID) of the image is missing from the store (\(error)); pull the image again")
+        }
     }
 
     public func hasLayer(_ layer: ImageRecord.Layer) -> Bool {
@@ -135,17 +137,34 @@ public final class ContentStore: Sendable {
         }
     }
 
-    /// Moves a verified, fsynced tar into place, after the directory of its big files if it
-    /// has one: a tar in the store always has its files.
+    /// Moves a verified, fsynced file that is a layer's whole tar into place (an uncompressed
+    /// layer's blob, or a lazy mount's: no copy).
     public func commitLayerTar(from tmpPath: String, diffID: Digest) throws(StoreError) {
         do {
-            let files = LayerSplit.directory(forTar: tmpPath)
-            if FileSystem.isDirectory(files) {
-                try? FileSystem.removeTree(layerFilesPath(diffID))
-                try FileSystem.rename(files, layerFilesPath(diffID))
-            }
             try FileSystem.rename(tmpPath, layerTarPath(diffID))
             FileSystem.syncDirectory(layersDir)
+        } catch { throw .io(error) }
+    }
+
+    /// Moves a verified, fsynced split tar into place, after the directory of its big files
+    /// if it has one: a tar in the store always has its files.
+    public func commitLayerTar(_ scratch: ScratchTar, diffID: Digest) throws(StoreError) {
+        do {
+            if scratch.apart.exists {
+                let files = layerFiles(diffID).directory
+                if FileSystem.exists(files) { try FileSystem.removeTree(files) }
+                try FileSystem.rename(scratch.apart.directory, files)
+            }
+            try FileSystem.rename(scratch.tar, layerTarPath(diffID))
+            FileSystem.syncDirectory(layersDir)
+        } catch { throw .io(error) }
+    }
+
+    /// Removes a layer whose tar turned out not to be one (it will never index).
+    public func discardLayerTar(_ diffID: Digest) throws(StoreError) {
+        do {
+            try FileSystem.remove(layerTarPath(diffID))
+            try FileSystem.removeTree(layerFiles(diffID).directory)
         } catch { throw .io(error) }
     }
 
@@ -157,10 +176,10 @@ public final class ContentStore: Sendable {
 
     // MARK: images
 
-    func imagePath(_ digest: Digest) -> String { "\(imagesDir)/\(digest.hex).json" }
+    func imagePath(_ digest: Digest) -> String { layout.image(digest) }
 
     /// The image's merged tree, cached (derived data: safe to delete at any time).
-    public func treePath(_ digest: Digest) -> String { "\(imagesDir)/\(digest.hex).tree" }
+    public func treePath(_ digest: Digest) -> String { layout.tree(digest) }
 
     public func hasImage(_ digest: Digest) -> Bool { FileSystem.exists(imagePath(digest)) }
 
@@ -193,14 +212,14 @@ public final class ContentStore: Sendable {
         var total = record.blobs.reduce(0) { $0 + FileSystem.diskUsage(blobPath($1)) }
         for diffID in Set(record.tarLayers.map(\.diffID)) {
             total += FileSystem.diskUsage(layerTarPath(diffID)) + FileSystem.diskUsage(layerIndexPath(diffID))
-                + FileSystem.diskUsage(layerFilesPath(diffID))
+                + FileSystem.diskUsage(layerFiles(diffID).directory)
         }
         return total
     }
 
     // MARK: locks
 
-    func lockPath(_ name: String) -> String { "\(locksDir)/\(name).lock" }
+    func lockPath(_ name: String) -> String { layout.lock(name) }
 
     public func lock(_ name: String, exclusive: Bool = true) async throws -> StoreLock {
         try await StoreLock.acquire(path: lockPath(name), exclusive: exclusive)

@@ -1,6 +1,7 @@
 import FileIO
 import Foundation
-import ImgvolCore
+import Mounts
+import Pull
 import Logging
 import OCI
 import Registry
@@ -18,8 +19,8 @@ actor VolumeDriver {
     init(store: ContentStore, logger: Logger) throws {
         self.store = store
         self.logger = logger
-        self.file = VolumeFile(path: store.root + "/volumes.json", tmpDir: store.tmpDir)
-        self.mountsRoot = store.root + "/volumes"
+        self.file = VolumeFile(path: store.layout.volumePluginState, tmpDir: store.tmpDir)
+        self.mountsRoot = store.layout.volumePluginMounts
         try FileSystem.makeDirectory(mountsRoot, mode: 0o755)
         self.volumes = file.load()
     }
@@ -128,7 +129,7 @@ actor VolumeDriver {
     /// The server's registry flags for a lazy mount; nil when the cache can serve it.
     private func lazySource(_ entry: VolumeEntry, reference: Reference) throws -> MountLauncher.LazySource? {
         let (platform, policy) = try settings(entry)
-        if policy != .always, ImageService(store: store, logger: logger).cachedImage(reference, platform: platform) != nil { return nil }
+        if policy != .always, store.completeImage(reference, platform: platform) != nil { return nil }
         guard policy != .never else {
             throw Failure("image \(reference) of volume \(entry.name) is not cached and pull=never; pull it first")
         }
@@ -136,29 +137,19 @@ actor VolumeDriver {
             pullArguments: ["--tls-verify=\(entry.tlsVerify ?? true)", "--quiet", "--platform", platform.description], credentials: nil)
     }
 
-    private func settings(_ entry: VolumeEntry) throws -> (Platform, ImageService.PullPolicy) {
+    private func settings(_ entry: VolumeEntry) throws -> (Platform, PullPolicy) {
         (try entry.platform.map { try Platform(parsing: $0) } ?? .host,
-         entry.pullPolicy.flatMap(ImageService.PullPolicy.init(rawValue:)) ?? .missing)
+         entry.pullPolicy.flatMap(PullPolicy.init(rawValue:)) ?? .missing)
     }
 
     private func pull(_ entry: VolumeEntry, reference: Reference) async throws -> ImageRecord {
-        let service = ImageService(store: store, logger: logger)
         let (platform, policy) = try settings(entry)
-        // A cached image needs no registry client at all.
-        if policy != .always, let cached = service.cachedImage(reference, platform: platform) { return cached }
+        // A cached image needs no registry configuration at all.
+        if policy != .always, let cached = store.completeImage(reference, platform: platform) { return cached }
         var options = RegistryClient.Options()
         options.tlsVerify = entry.tlsVerify ?? true
         options.registriesConf = try RegistriesConf.load(explicit: nil)
-        let client = RegistryClient(options: options, logger: logger)
-        var puller = Puller(store: store, client: client, logger: logger)
-        puller.platform = platform
-        do {
-            let record = try await service.image(reference, platform: platform, policy: policy) { puller }
-            await client.shutdown()
-            return record
-        } catch {
-            await client.shutdown()
-            throw error
-        }
+        let session = PullSession(store: store, logger: logger, settings: PullSession.Settings(client: options, platform: platform))
+        return try await session.image(reference, policy: policy)
     }
 }

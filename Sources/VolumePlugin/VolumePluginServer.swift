@@ -1,7 +1,6 @@
 import Dispatch
 import FileIO
 import Foundation
-import ImgvolCore
 import Logging
 import NIOCore
 import NIOHTTP1

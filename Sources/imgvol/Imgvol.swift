@@ -1,11 +1,12 @@
 import ArgumentParser
+import OCI
 
 @main
 struct Imgvol: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "imgvol",
         abstract: "Pull OCI images and artifacts into a shared, verified cache and use them as read-only volumes.",
-        version: "0.1.0",
+        version: ImgvolVersion.current,
         subcommands: [Pull.self, Images.self, Inspect.self, Remove.self, Prune.self, Unpack.self, Mount.self, Unmount.self, Mounts.self, VolumePluginCommand.self, CSICommand.self, Serve.self])
 
     /// Global options may come before the subcommand (`imgvol --root DIR pull REF`), as with

@@ -1,5 +1,5 @@
 import Foundation
-import ImgvolCore
+import Pull
 import OCI
 import Synchronization
 #if canImport(Glibc)

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import ImgvolCore
+import Pull
 import Logging
 import OCI
 import Registry
@@ -49,40 +49,23 @@ struct PullOptions: ParsableArguments {
         try platform.map { try Platform(parsing: $0) } ?? .host
     }
 
-    /// The image for commands that use one (mount, unpack): from the cache when the policy
-    /// allows, without creating a registry client at all (its set-up and shutdown would be
-    /// most of the time a mount of a cached image takes).
-    func image(_ reference: Reference, policy: ImageService.PullPolicy, service: ImageService, logger: Logger) async throws -> ImageRecord {
-        let platform = try targetPlatform()
-        if policy != .always, let cached = service.cachedImage(reference, platform: platform) { return cached }
-        return try await withPuller(store: service.store, logger: logger) { puller in
-            try await service.image(reference, platform: platform, policy: policy) { puller }
-        }
+    /// The pull session these flags describe, drawing progress on a TTY. Everything that can
+    /// reject the flags runs here, before any registry client exists.
+    func session(store: ContentStore, logger: Logger, display: ProgressDisplay?) throws -> PullSession {
+        PullSession(store: store, logger: logger,
+                    settings: PullSession.Settings(client: try clientOptions(), platform: try targetPlatform(), progress: display))
     }
 
-    /// Runs `body` with a puller whose client is shut down afterwards, drawing progress on a TTY.
-    func withPuller<T>(store: ContentStore, logger: Logger, _ body: (Puller) async throws -> T) async throws -> T {
-        // Everything that can reject the flags runs before the client exists: a client must be
-        // shut down once created.
-        let options = try clientOptions()
-        let platform = try targetPlatform()
-        let client = RegistryClient(options: options, logger: logger)
-        var puller = Puller(store: store, client: client, logger: logger)
-        puller.platform = platform
-        if let text = ProcessInfo.processInfo.environment["IMGVOL_RANGE_STREAMS"], let streams = Int(text), streams > 0 {
-            puller.rangeStreams = streams
-        }
+    /// Runs `body` with this command's pull session; the progress display is finished after.
+    func withSession<T: Sendable>(store: ContentStore, logger: Logger, _ body: (PullSession) async throws -> T) async throws -> T {
         let display = ProgressDisplay.forTerminal(quiet: quiet)
-        puller.progress = display
-        do {
-            let result = try await body(puller)
-            display?.finish()
-            await client.shutdown()
-            return result
-        } catch {
-            display?.finish()
-            await client.shutdown()
-            throw error
-        }
+        defer { display?.finish() }
+        return try await body(try session(store: store, logger: logger, display: display))
+    }
+
+    /// The image for commands that use one (mount, unpack): from the cache when the policy
+    /// allows, without creating a registry client at all.
+    func image(_ reference: Reference, policy: PullPolicy, store: ContentStore, logger: Logger) async throws -> ImageRecord {
+        try await withSession(store: store, logger: logger) { try await $0.image(reference, policy: policy) }
     }
 }

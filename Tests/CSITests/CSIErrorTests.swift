@@ -1,6 +1,7 @@
 @testable import CSI
 import GRPCCore
-import ImgvolCore
+import Mounts
+import Pull
 import OCI
 import Registry
 import Testing

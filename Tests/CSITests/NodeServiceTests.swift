@@ -2,6 +2,7 @@
 import CSIProto
 import Foundation
 import GRPCCore
+import Store
 import Testing
 
 @Suite("Node service over a unix socket")
@@ -144,7 +145,7 @@ struct NodeServiceTests {
     /// while the plugin was down) is forgotten on start, without pulling or mounting.
     @Test func restoreForgetsVolumesWhosePodIsGone() async throws {
         try await PluginHarness.run(prepare: { dir, root in
-            let file = VolumeStateFile(root: root, tmpDir: root + "/tmp")
+            let file = VolumeStateFile(store: try ContentStore(root: root))
             try FileManager.default.createDirectory(atPath: root + "/tmp", withIntermediateDirectories: true)
             try file.save([PublishedVolume(volumeID: "old", targetPath: dir + "/gone-pod/volumes/v/mount", image: "127.0.0.1:1/a/b:c",
                                            digest: .of([1, 2, 3]), subPath: nil, attributes: ["image": "127.0.0.1:1/a/b:c"],
@@ -155,7 +156,7 @@ struct NodeServiceTests {
             request.volumeID = "old"
             request.targetPath = h.dir + "/gone-pod/volumes/v/mount"
             _ = try await h.node.nodeUnpublishVolume(request)
-            let state = try VolumeStateFile(root: h.root, tmpDir: h.root + "/tmp").load()
+            let state = try VolumeStateFile(store: try ContentStore(root: h.root)).load()
             #expect(state.isEmpty)
         }
     }

@@ -82,5 +82,6 @@ struct PublishRequestTests {
     }
 }
 
-import ImgvolCore
-typealias ImageService_PullPolicy = ImageService.PullPolicy
+import Mounts
+import Pull
+typealias ImageService_PullPolicy = PullPolicy

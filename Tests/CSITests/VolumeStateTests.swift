@@ -1,6 +1,7 @@
 @testable import CSI
 import Foundation
 import OCI
+import Store
 import Testing
 
 @Suite("VolumeState")
@@ -14,7 +15,7 @@ struct VolumeStateTests {
         let dir = try PluginHarness.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try FileManager.default.createDirectory(atPath: dir + "/tmp", withIntermediateDirectories: true)
-        let file = VolumeStateFile(root: dir, tmpDir: dir + "/tmp")
+        let file = VolumeStateFile(store: try ContentStore(root: dir))
         let table = try VolumeTable(file: file)
         try await table.put(Self.volume("a", "/t/1"))
         try await table.put(Self.volume("a", "/t/2"))
@@ -31,7 +32,7 @@ struct VolumeStateTests {
     @Test func missingFileIsEmptyCorruptFileIsAnError() throws {
         let dir = try PluginHarness.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let file = VolumeStateFile(root: dir, tmpDir: dir)
+        let file = VolumeStateFile(store: try ContentStore(root: dir))
         #expect(try file.load().isEmpty)
         try FileManager.default.createDirectory(atPath: dir + "/csi", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: dir + "/csi/volumes.json", contents: Data("{".utf8))

@@ -2,6 +2,8 @@ import TestSupport
 import Foundation
 @testable import ImageFS
 import Layers
+import FileIO
+import Store
 import Testing
 
 private final class Skips: @unchecked Sendable {
@@ -63,7 +65,7 @@ struct UnpackerTests {
             let (tree, tars) = try image(in: dir)
             let out = dir + "/out"
             let skips = Skips()
-            var unpacker = Unpacker(tree: tree, layerFiles: tars)
+            var unpacker = Unpacker(tree: tree, layers: try layerData(tars))
             unpacker.onSkip = { path, kind in skips.items.append("\(path) \(kind)") }
             try unpacker.unpack(into: out)
 
@@ -120,7 +122,7 @@ struct UnpackerTests {
             let (tree, tars) = try image(in: dir)
             let out = dir + "/empty-out"
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
-            try Unpacker(tree: tree, layerFiles: tars).unpack(into: out)
+            try Unpacker(tree: tree, layers: try layerData(tars)).unpack(into: out)
             #expect(try readFile(out + "/bin/tool") == Self.tool)
         }
     }
@@ -145,7 +147,7 @@ struct UnpackerTests {
             #expect(chmod(out, 0o2775) == 0)
             let previous = umask(0o022)
             defer { umask(previous) }
-            try Unpacker(tree: tree, layerFiles: [tar]).unpack(into: out)
+            try Unpacker(tree: tree, layers: try layerData([tar])).unpack(into: out)
             #expect(mode(out + "/wide") == 0o666)
             #expect(mode(out + "/plain") == 0o644)
             #expect(mode(out + "/sub") == 0o777, "no setgid bit inherited from the target")
@@ -196,7 +198,7 @@ struct UnpackerTests {
             let tree = try ImageTree.build(layers: [(name: "l", index: try LayerIndexer.index(tarPath: tar, layer: "l"))])
             let out = dir + "/out"
             let skips = Skips()
-            var unpacker = Unpacker(tree: tree, layerFiles: [tar])
+            var unpacker = Unpacker(tree: tree, layers: try layerData([tar]))
             unpacker.writers = writers
             unpacker.parallelSecondPass = parallelSecondPass
             unpacker.onSkip = { path, _ in skips.items.append(path) }
@@ -232,7 +234,7 @@ struct UnpackerTests {
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
             try Data("mine".utf8).write(to: URL(fileURLWithPath: out + "/precious"))
             do {
-                try Unpacker(tree: tree, layerFiles: tars).unpack(into: out)
+                try Unpacker(tree: tree, layers: try layerData(tars)).unpack(into: out)
                 Issue.record("unpacked into a non-empty directory")
             } catch let failure as Unpacker.Failure {
                 #expect(failure.path == out)
@@ -248,7 +250,7 @@ struct UnpackerTests {
             let (tree, tars) = try image(in: dir)
             let out = dir + "/file"
             try Data("x".utf8).write(to: URL(fileURLWithPath: out))
-            #expect(throws: Unpacker.Failure.self) { try Unpacker(tree: tree, layerFiles: tars).unpack(into: out) }
+            #expect(throws: Unpacker.Failure.self) { try Unpacker(tree: tree, layers: try layerData(tars)).unpack(into: out) }
         }
     }
 
@@ -260,9 +262,17 @@ struct UnpackerTests {
             let tree = try ImageTree.build(layers: [(name: "l", index: index)])
             let bytes = try readFile(tar)
             try Data(bytes.prefix(Int(index.entries[0].dataOffset) + 100)).write(to: URL(fileURLWithPath: tar))
-            #expect(throws: (any Error).self) { try Unpacker(tree: tree, layerFiles: [tar]).unpack(into: dir + "/out") }
+            #expect(throws: (any Error).self) { try Unpacker(tree: tree, layers: try layerData([tar])).unpack(into: dir + "/out") }
         }
     }
 }
 
 private func list(_ dir: String) -> [String] { ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted() }
+
+/// Test tars opened as the store would hand them out, a split tar's files beside it.
+func layerData(_ tars: [String]) throws -> [LayerData] {
+    try tars.map { tar in
+        LayerData(file: try OpenFile.openRead(tar),
+                  apart: ApartFiles(directory: (tar.hasSuffix(".tar") ? String(tar.dropLast(4)) : tar) + ".files"))
+    }
+}

@@ -1,5 +1,6 @@
 import TestSupport
 import Foundation
+import FileIO
 import Layers
 import OCI
 import Testing

@@ -129,21 +129,22 @@ struct LayerSplitTests {
             try makeTar([.file("small", "s"), .file("big", big), .file("tail", "t")], at: source, format: "pax")
             let original = try readFile(source)
             let tarPath = dir + "/layer.tar"
-            let writer = LayerSplitWriter(tar: try BackgroundFileWriter(path: tarPath), layer: "sha256:test")
+            let files = ApartFiles(directory: dir + "/layer.files")
+            let writer = LayerSplitWriter(tar: try BackgroundFileWriter(path: tarPath), apart: files, layer: "sha256:test")
             let splitter = TarSplitter(output: writer)
             try original.withUnsafeBytes { try splitter.write($0) }
             try writer.finish()
             #expect(writer.files.count == 1)
             var index = try LayerIndexer.index(tarPath: tarPath, layer: "sha256:test")
-            LayerSplit.markApart(&index, directory: LayerSplit.directory(forTar: tarPath))
+            LayerSplit.markApart(&index, files: files)
             #expect(index.entries.map(\.storedApart) == [false, true, false])
             let entry = index.entries[1]
-            let apart = LayerSplit.path(in: dir + "/layer.files", offset: entry.dataOffset)
+            let apart = files.path(offset: entry.dataOffset)
             #expect(try readFile(apart) == big)
             #expect(FileSystem.diskUsage(tarPath) < 64 << 10, "the tar keeps a hole, not the bytes")
             #expect(try readFile(tarPath).count == original.count)
             // Nothing to put back: the index confirms the split.
-            try LayerSplit.reconcile(index, files: writer.files, tarPath: tarPath)
+            try LayerSplit.reconcile(index, files: writer.files, tarPath: tarPath, apart: files)
             #expect(FileSystem.exists(apart))
         }
     }
@@ -153,7 +154,8 @@ struct LayerSplitTests {
             let source = dir + "/source.tar"
             try makeTar([.file("big", pseudoRandomBytes(Int(TarSplitter.threshold) + 10, seed: 13))], at: source, format: "ustar")
             let truncated = Array(try readFile(source).prefix(512 + 4096))
-            let writer = LayerSplitWriter(tar: try BackgroundFileWriter(path: dir + "/layer.tar"), layer: "sha256:test")
+            let writer = LayerSplitWriter(tar: try BackgroundFileWriter(path: dir + "/layer.tar"),
+                                          apart: ApartFiles(directory: dir + "/layer.files"), layer: "sha256:test")
             try truncated.withUnsafeBytes { try TarSplitter(output: writer).write($0) }
             #expect(throws: LayerError.self) { try writer.finish() }
         }
@@ -168,15 +170,15 @@ struct LayerSplitTests {
             let index = try LayerIndexer.index(tarPath: tarPath, layer: "sha256:test")
             let offset = index.entries[0].dataOffset
             // As if the splitter had taken 4,000 bytes apart where libarchive sees 5,000.
-            let directory = LayerSplit.directory(forTar: tarPath)
-            try FileSystem.makeDirectory(directory)
-            try writeFile(Array(data[0..<4000]), to: LayerSplit.path(in: directory, offset: offset))
+            let files = ApartFiles(directory: dir + "/layer.files")
+            try FileSystem.makeDirectory(files.directory)
+            try writeFile(Array(data[0..<4000]), to: files.path(offset: offset))
             var holed = original
             holed.replaceSubrange(Int(offset)..<Int(offset) + 4000, with: [UInt8](repeating: 0, count: 4000))
             try writeFile(holed, to: tarPath)
-            try LayerSplit.reconcile(index, files: [offset: 4000], tarPath: tarPath)
+            try LayerSplit.reconcile(index, files: [offset: 4000], tarPath: tarPath, apart: files)
             #expect(try readFile(tarPath) == original)
-            #expect(!FileSystem.exists(LayerSplit.path(in: directory, offset: offset)))
+            #expect(!FileSystem.exists(files.path(offset: offset)))
         }
     }
 }

@@ -3,7 +3,6 @@
 #include <sys/types.h>
 #include <stdint.h>
 #include <sys/xattr.h>
-#include "fuse_passthrough.h"
 
 /// Linux calls that glibc declares only under _GNU_SOURCE, which Swift's Glibc module does not set.
 int imgvol_sync_file_range_write(int fd, int64_t offset, int64_t length);
@@ -15,4 +14,7 @@ int imgvol_o_direct(void);
 /// and without leaving `dirfd` (openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). -1 with
 /// errno set, ENOSYS on kernels before 5.6 (or EPERM where a seccomp filter refuses it).
 int imgvol_open_directory_beneath(int dirfd, const char *path);
+/// A descriptor that becomes readable when process `pid` exits (pidfd_open, Linux 5.3+);
+/// -1 with errno set (ESRCH: no such process).
+int imgvol_pidfd_open(pid_t pid);
 #endif

@@ -1,6 +1,7 @@
 import FileIO
 import Foundation
 import Layers
+import Store
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,7 +28,7 @@ struct CreationPool: Sendable {
     let metadata: MetadataWriter
     /// What is created belongs to the process's euid/egid (the target has no setgid bit).
     let ownedByProcess: Bool
-    let sources: [OpenFile]
+    let sources: [LayerData]
     let workers: Int
 
     /// Creates everything under the directory `fd` (tree index `index`) and returns when all
@@ -38,7 +39,7 @@ struct CreationPool: Sendable {
         let jobs = WorkStack([Job(index: index, fd: rootFD, path: path)], capacity: workers * 8) { close($0.fd) }
         // One copier (and its buffer) per thread.
         let copiers = (0..<workers).map { _ in FileContentCopier(sources: sources) }
-        try jobs.run(threads: workers, name: "imgvol-unpack") { job, thread in
+        try jobs.run(threads: workers) { job, thread in
             defer { close(job.fd) }
             try fill(job.index, fd: job.fd, path: job.path, copier: copiers[thread], jobs: jobs)
         }

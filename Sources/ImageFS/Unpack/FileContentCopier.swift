@@ -1,6 +1,7 @@
 import FileIO
 import Foundation
 import Layers
+import Store
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -20,10 +21,10 @@ final class FileContentCopier: @unchecked Sendable {
     static let directThreshold: Int64 = 64 << 20
     static let directBufferSize = 4 << 20
 
-    private let sources: [OpenFile]
+    private let sources: [LayerData]
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 4096)
 
-    init(sources: [OpenFile]) { self.sources = sources }
+    init(sources: [LayerData]) { self.sources = sources }
 
     deinit { buffer.deallocate() }
 
@@ -32,11 +33,9 @@ final class FileContentCopier: @unchecked Sendable {
         guard node.size > 0 else { return }
         let layer = sources[Int(node.layer)]
         // A file stored apart (`LayerSplit`) is its own source, from offset 0.
-        let apart = node.storedApart
-            ? try OpenFile.openRead(LayerSplit.path(in: LayerSplit.directory(forTar: layer.path), offset: node.dataOffset))
-            : nil
+        let apart = node.storedApart ? try layer.openApart(offset: node.dataOffset) : nil
         defer { apart?.close() }
-        let source = apart ?? layer
+        let source = apart ?? layer.file
         let offset = apart == nil ? node.dataOffset : 0
         if node.size < Self.bufferSize {
             do {

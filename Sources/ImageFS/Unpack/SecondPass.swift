@@ -73,7 +73,7 @@ struct SecondPass: Sendable {
         let leaves = directories.indices.filter { below[$0] == 0 }
         let unfinished = Countdown(below)
         let jobs = WorkStack(leaves)
-        try jobs.run(threads: workers, name: "imgvol-finish") { n, _ in
+        try jobs.run(threads: workers) { n, _ in
             let directory = directories[n]
             guard let node = tree.inode(directory.index) else { return }
             let fd = try openBeneath(rootFD, directory, target: target)

@@ -1,5 +1,6 @@
 import FileIO
 import Layers
+import Store
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,8 +26,8 @@ public struct Unpacker {
     }
 
     public let tree: ImageTree
-    /// One uncompressed tar per layer, in the order the tree's `layer` numbers use.
-    public let layerFiles: [String]
+    /// Each layer's bytes, in the order the tree's `layer` numbers use.
+    public let layers: [LayerData]
     /// Skipped entry kinds are reported here (devices, sockets), in path order, before the
     /// first entry is created.
     public var onSkip: (String, EntryKind) -> Void = { _, _ in }
@@ -35,9 +36,9 @@ public struct Unpacker {
     /// Off: the second pass runs on one thread even where openat2 exists (tests run both).
     var parallelSecondPass = true
 
-    public init(tree: ImageTree, layerFiles: [String]) {
+    public init(tree: ImageTree, layers: [LayerData]) {
         self.tree = tree
-        self.layerFiles = layerFiles
+        self.layers = layers
     }
 
     /// Directories stay private to the process until the second pass gives them their mode.
@@ -45,7 +46,6 @@ public struct Unpacker {
 
     public func unpack(into target: String) throws {
         try prepare(target)
-        let sources = try layerFiles.map { try OpenFile.openRead($0) }
         let rootFD = try Self.openDirectory(AT_FDCWD, target, path: target)
         defer { close(rootFD) }
         var rootStat = stat()
@@ -54,7 +54,7 @@ public struct Unpacker {
         let metadata = MetadataWriter(asRoot: geteuid() == 0)
         let plan = UnpackPlan(tree: tree, target: target, onSkip: onSkip)
         let pool = CreationPool(tree: tree, plan: plan, metadata: metadata, ownedByProcess: ownedByProcess,
-                                sources: sources, workers: max(1, writers))
+                                sources: layers, workers: max(1, writers))
         try pool.run(directory: ImageTree.rootIndex, fd: rootFD, path: target)
         try SecondPass(tree: tree, plan: plan, metadata: metadata, ownedByProcess: ownedByProcess, workers: max(1, writers))
             .run(rootFD: rootFD, target: target, parallel: parallelSecondPass)

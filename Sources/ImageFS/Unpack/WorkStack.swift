@@ -1,23 +1,25 @@
-import Foundation
+import FileIO
 
 /// A few threads taking jobs from one shared stack until none is queued or running, or one
 /// fails. A job may add jobs for any thread to take (`offer`): a directory its
 /// subdirectories, a finished directory its parent. One per pass of `unpack`.
-final class WorkStack<Job: Sendable>: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var stack: [Job]
+final class WorkStack<Job: Sendable>: Sendable {
+    private struct Jobs {
+        var stack: [Job]
+        /// Jobs queued or being worked on: the pass is over when none are left.
+        var outstanding: Int
+        var running = 0
+        var failure: (any Error)?
+    }
+
+    private let jobs: Monitor<Jobs>
     private let capacity: Int
-    /// Jobs queued or being worked on: the pass is over when none are left.
-    private var outstanding: Int
-    private var running = 0
-    private var failure: (any Error)?
     /// What becomes of a job still queued when the pass has failed (closing its descriptor).
     private let drop: @Sendable (Job) -> Void
 
     /// `capacity`: at most this many queued; `offer` refuses beyond it.
     init(_ jobs: [Job], capacity: Int = .max, drop: @escaping @Sendable (Job) -> Void = { _ in }) {
-        stack = jobs
-        outstanding = jobs.count
+        self.jobs = Monitor(Jobs(stack: jobs, outstanding: jobs.count))
         self.capacity = capacity
         self.drop = drop
     }
@@ -25,62 +27,58 @@ final class WorkStack<Job: Sendable>: @unchecked Sendable {
     /// Runs `work` over every job on `threads` threads (numbered from 0, passed to `work`) and
     /// returns when all are done. Throws the first failure; the jobs queued after it are
     /// dropped, not worked.
-    func run(threads: Int, name: String, _ work: @escaping @Sendable (Job, _ thread: Int) throws -> Void) throws {
-        condition.lock()
-        running = max(1, threads)
-        let count = running
-        condition.unlock()
+    func run(threads: Int, _ work: @escaping @Sendable (Job, _ thread: Int) throws -> Void) throws {
+        let count = max(1, threads)
+        jobs.update { $0.running = count }
         for n in 0..<count {
-            let thread = Thread { [self] in loop { try work($0, n) } }
-            thread.name = "\(name)-\(n)"
-            thread.stackSize = 512 << 10
-            thread.start()
+            do {
+                try BlockingThreads.start { [self] in loop { try work($0, n) } }
+            } catch {
+                // The threads already started finish the pass; this one never will.
+                jobs.update { jobs in
+                    jobs.running -= 1
+                    if jobs.failure == nil { jobs.failure = error }
+                }
+            }
         }
-        condition.lock()
-        defer { condition.unlock() }
-        while running > 0 { condition.wait() }
-        if let failure { throw failure }
+        let failure: (any Error)?? = jobs.wait { jobs in jobs.running == 0 ? .some(jobs.failure) : nil }
+        if let failure, let failure { throw failure }
     }
 
     /// Queues a job; false when the stack is full or the pass has failed: the caller then
     /// does the job itself (or drops it).
     func offer(_ job: Job) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard failure == nil, stack.count < capacity else { return false }
-        stack.append(job)
-        outstanding += 1
-        condition.signal()
-        return true
+        let capacity = self.capacity
+        return jobs.update { jobs in
+            guard jobs.failure == nil, jobs.stack.count < capacity else { return false }
+            jobs.stack.append(job)
+            jobs.outstanding += 1
+            return true
+        }
     }
 
     /// Another thread failed: the rest of the pass is skipped.
-    var failed: Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        return failure != nil
-    }
+    var failed: Bool { jobs.read { $0.failure != nil } }
 
     private func loop(_ work: @Sendable (Job) throws -> Void) {
-        condition.lock()
         while true {
-            while stack.isEmpty, outstanding > 0 { condition.wait() }
-            guard let job = stack.popLast() else { break }
-            let skip = failure != nil
-            condition.unlock()
+            // .some(nil): nothing is left to do.
+            let taken: (job: Job, skip: Bool)?? = jobs.wait { jobs in
+                if let job = jobs.stack.popLast() { return .some((job, jobs.failure != nil)) }
+                return jobs.outstanding > 0 ? nil : .some(nil)
+            }
+            guard let taken, let (job, skip) = taken.map({ ($0.job, $0.skip) }) else { break }
             var error: (any Error)?
             if skip {
                 drop(job)
             } else {
                 do { try work(job) } catch let e { error = e }
             }
-            condition.lock()
-            if let error, failure == nil { failure = error }
-            outstanding -= 1
-            if outstanding == 0 { condition.broadcast() }
+            jobs.update { jobs in
+                if let error, jobs.failure == nil { jobs.failure = error }
+                jobs.outstanding -= 1
+            }
         }
-        running -= 1
-        condition.broadcast()
-        condition.unlock()
+        jobs.update { $0.running -= 1 }
     }
 }

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import ImgvolCore
+
 import OCI
 import Store
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import ImgvolCore
 import OCI
+import Store
 
 struct Inspect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show a cached image's manifest and config as JSON.")
@@ -13,8 +13,7 @@ struct Inspect: AsyncParsableCommand {
 
     func run() async throws {
         let store = try global.openStore()
-        let service = ImageService(store: store, logger: global.makeLogger())
-        let (names, record) = try service.lookup(reference)
+        let (names, record) = try store.lookup(reference)
         let manifest = try JSONSerialization.jsonObject(with: Data(try store.readBlob(record.digest)))
         let config = try JSONSerialization.jsonObject(with: Data(try store.readBlob(record.configDigest)))
         var object: [String: Any] = [

@@ -1,7 +1,9 @@
 import ArgumentParser
 import FileIO
 import Foundation
-import ImgvolCore
+import ImageFS
+import Mounts
+import Pull
 import OCI
 import Logging
 import Store
@@ -23,7 +25,7 @@ struct Mount: AsyncParsableCommand {
     @OptionGroup var pull: PullOptions
 
     @Option(name: .customLong("pull"), help: "When to pull: always, missing (default), never.")
-    var policy: ImageService.PullPolicy = .missing
+    var policy: PullPolicy = .missing
 
     @Option(help: ArgumentHelp("Serve only this directory of the image.", valueName: "dir"))
     var subpath: String?
@@ -53,19 +55,19 @@ struct Mount: AsyncParsableCommand {
         }
         defer { lock.release() }
         try MountServer.checkMountpoint(mountpoint)
-        let service = ImageService(store: store, logger: logger)
-        if lazy, try needsLazyPull(reference, service: service) {
-            try await mountLazily(reference, mountpoint: mountpoint, store: store, service: service, logger: logger)
+        if lazy, try needsLazyPull(reference, store: store) {
+            try await mountLazily(reference, mountpoint: mountpoint, store: store, logger: logger)
             return
         }
-        let record = try await pull.image(reference, policy: policy, service: service, logger: logger)
+        let record = try await pull.image(reference, policy: policy, store: store, logger: logger)
         // Refuse a bad --subpath before anything is mounted (the tree is built again by the
         // server; without --subpath there is nothing to check).
         if subpath != nil {
-            _ = try MountServer.subpathRoot(subpath, in: try service.tree(of: record), reference: reference.description)
+            let tree = try ImageTrees(store: store, logger: logger).tree(of: record)
+            _ = try MountServer.subpathRoot(subpath, in: tree, reference: reference.description)
         }
         if foreground {
-            try MountServer(service: service, logger: logger).serve(record: record, reference: reference.description,
+            try MountServer(store: store, logger: logger).serve(record: record, reference: reference.description,
                                                                     mountpoint: mountpoint, subpath: subpath)
             return
         }
@@ -75,20 +77,21 @@ struct Mount: AsyncParsableCommand {
     }
 
     /// Lazy only matters when the image is not (or, with --pull always, may not be) cached.
-    private func needsLazyPull(_ reference: Reference, service: ImageService) throws -> Bool {
-        if policy != .always, service.cachedImage(reference, platform: try pull.targetPlatform()) != nil { return false }
+    private func needsLazyPull(_ reference: Reference, store: ContentStore) throws -> Bool {
+        if policy != .always, store.completeImage(reference, platform: try pull.targetPlatform()) != nil { return false }
         guard policy != .never else {
-            throw PullError(.notCached, "image \(reference) is not in the store at \(service.store.root) and --pull=never was given; pull it first (or drop --pull=never to mount it lazily)")
+            throw PullError(.notCached, "image \(reference) is not in the store at \(store.root) and --pull=never was given; pull it first (or drop --pull=never to mount it lazily)")
         }
         return true
     }
 
-    private func mountLazily(_ reference: Reference, mountpoint: String, store: ContentStore, service: ImageService, logger: Logger) async throws {
+    private func mountLazily(_ reference: Reference, mountpoint: String, store: ContentStore, logger: Logger) async throws {
         if foreground {
-            try await pull.withPuller(store: store, logger: logger) { puller in
-                let lazyPull = try await LazyPull.start(reference, puller: puller)
-                try await MountServer(service: service, logger: logger)
-                    .serve(lazyPull, reference: reference.description, mountpoint: mountpoint, subpath: subpath)
+            try await pull.withSession(store: store, logger: logger) { session in
+                try await session.lazily(reference) { lazyPull in
+                    try await MountServer(store: store, logger: logger)
+                        .serve(lazyPull, reference: reference.description, mountpoint: mountpoint, subpath: subpath)
+                }
             }
             return
         }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ImgvolCore
+import Mounts
 import OCI
 import Store
 

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ImgvolCore
+import Pull
 import OCI
 
 struct Pull: AsyncParsableCommand {
@@ -19,7 +19,7 @@ struct Pull: AsyncParsableCommand {
         let reference = try Reference(self.reference)
         let logger = global.makeLogger()
         let store = try global.openStore()
-        let record = try await pull.withPuller(store: store, logger: logger) { try await $0.pull(reference) }
+        let record = try await pull.withSession(store: store, logger: logger) { try await $0.pull(reference) }
         print(record.digest)
     }
 }

@@ -1,5 +1,5 @@
 import ArgumentParser
-import ImgvolCore
+import Mounts
 import OCI
 import Store
 
@@ -22,10 +22,9 @@ struct Remove: AsyncParsableCommand {
 
     func run() async throws {
         let store = try global.openStore()
-        let service = ImageService(store: store, logger: global.makeLogger())
         let mounts = MountTable(store: store).live()
         for text in references {
-            let (names, record) = try service.lookup(text)
+            let (names, record) = try store.lookup(text)
             if !force, let mount = mounts.first(where: { $0.digest == record.digest }) {
                 throw MountServer.Failure("image \(text) is in use by the mount at \(mount.mountpoint) (pid \(mount.pid)); unmount it first or pass --force")
             }

@@ -1,5 +1,6 @@
 import ArgumentParser
-import ImgvolCore
+import Mounts
+import Pull
 import OCI
 import Registry
 #if canImport(Glibc)
@@ -19,12 +20,13 @@ struct Serve: AsyncParsableCommand {
     @Flag var lazy = false
     @Flag(name: .customLong("creds-from-stdin")) var credsFromStdin = false
 
+    // Standard output is the readiness pipe of whoever launched this server (`ServerProcess`).
     func run() async throws {
         setsid()
         let logger = global.makeLogger()
         let store = try global.openStore()
-        let service = ImageService(store: store, logger: logger)
-        let server = MountServer(service: service, logger: logger)
+        var server = MountServer(store: store, logger: logger)
+        server.onReady = { ServerReadiness.signal() }
         guard lazy else {
             guard let digest else { throw ValidationError("--digest is required without --lazy") }
             let record = try store.readImage(try Digest(digest))
@@ -34,9 +36,10 @@ struct Serve: AsyncParsableCommand {
         var pull = self.pull
         if credsFromStdin, let line = readLine(strippingNewline: true), !line.isEmpty { pull.creds = line }
         let reference = try Reference(self.reference)
-        try await pull.withPuller(store: store, logger: logger) { puller in
-            let lazyPull = try await LazyPull.start(reference, puller: puller)
-            try await server.serve(lazyPull, reference: reference.description, mountpoint: mountpoint, subpath: subpath)
+        try await pull.withSession(store: store, logger: logger) { session in
+            try await session.lazily(reference) { lazyPull in
+                try await server.serve(lazyPull, reference: reference.description, mountpoint: mountpoint, subpath: subpath)
+            }
         }
     }
 }

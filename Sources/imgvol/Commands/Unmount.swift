@@ -1,5 +1,5 @@
 import ArgumentParser
-import ImgvolCore
+import Mounts
 
 struct Unmount: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import ImageFS
-import ImgvolCore
+import Pull
 import OCI
 
 struct Unpack: AsyncParsableCommand {
@@ -14,7 +14,7 @@ struct Unpack: AsyncParsableCommand {
     @OptionGroup var pull: PullOptions
 
     @Option(name: .customLong("pull"), help: "When to pull: always, missing (default), never.")
-    var policy: ImageService.PullPolicy = .missing
+    var policy: PullPolicy = .missing
 
     @Argument(help: "Image reference.")
     var reference: String
@@ -27,14 +27,14 @@ struct Unpack: AsyncParsableCommand {
         let reference = try Reference(self.reference)
         let logger = global.makeLogger()
         let store = try global.openStore()
-        let service = ImageService(store: store, logger: logger)
-        let record = try await pull.image(reference, policy: policy, service: service, logger: logger)
-        let tree = try service.tree(of: record)
-        var unpacker = Unpacker(tree: tree, layerFiles: service.layerFiles(of: record))
+        let record = try await pull.image(reference, policy: policy, store: store, logger: logger)
+        let trees = ImageTrees(store: store, logger: logger)
+        let tree = try trees.tree(of: record)
+        var unpacker = Unpacker(tree: tree, layers: try trees.layerData(of: record))
         unpacker.onSkip = { path, kind in logger.info("skipped \(kind) \(path)") }
         try unpacker.unpack(into: directory)
         ShortLivedProcess.keepUntilExit(tree)
     }
 }
 
-extension ImageService.PullPolicy: ExpressibleByArgument {}
+extension PullPolicy: ExpressibleByArgument {}

@@ -1,26 +1,24 @@
+import FileIO
 import ImageFS
 import Layers
 import OCI
 import Store
 
 /// Merges a pull's layers into the image tree as they arrive, bottom up: a layer is applied
-/// once it and every layer below it are in the store, on a thread of its own, while the
-/// layers above still download. Merging C's 21,000 entries after the last layer took
-/// 50-90 ms with one core idle; now only what the last layer adds is left for the end.
-///
-/// `arrived` is called by one task at a time (the pull's); the applies run one after the
-/// other, each waiting for the one before it.
-final class LayerMerger: @unchecked Sendable {
+/// once it and every layer below it are in the store, on a blocking thread, while the layers
+/// above still download; only what the last layer adds is left for the end of the pull.
+/// The applies run one after the other, each waiting for the one before it.
+actor LayerMerger {
     private let builder = ImageTree.Builder()
     private let store: ContentStore
-    private let plan: Puller.Plan
+    private let plan: PullPlan
     private var diffIDs: [Digest?]
     /// Indexes the fetches handed over, by diff_id; the others are read from the store.
     private var indexes: [Digest: LayerIndex] = [:]
     private var next = 0
     private var merging: Task<Void, any Error>?
 
-    init(plan: Puller.Plan, store: ContentStore) {
+    init(plan: PullPlan, store: ContentStore) {
         self.plan = plan
         self.store = store
         diffIDs = Array(repeating: nil, count: plan.layers.count)
@@ -42,13 +40,13 @@ final class LayerMerger: @unchecked Sendable {
         let previous = merging
         merging = Task { [builder, store, ready] in
             try await previous?.value
-            try await onThread {
+            try await BlockingThreads.run {
                 for (layer, index) in ready {
                     // A raw file layer's index comes from its record, whatever a fetch made.
                     let fetched = layer.file == nil ? index : nil
                     try builder.apply(try fetched ?? store.index(of: layer), name: layer.digest.description)
                 }
-            }.value
+            }
         }
     }
 
@@ -56,6 +54,6 @@ final class LayerMerger: @unchecked Sendable {
     /// that writes through a symlink).
     func tree() async throws -> ImageTree {
         try await merging?.value
-        return try await onThread { [builder] in builder.finish() }.value
+        return try await BlockingThreads.run { [builder] in builder.finish() }
     }
 }

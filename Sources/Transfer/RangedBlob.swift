@@ -1,7 +1,5 @@
 import FileIO
-import Foundation
-import Layers
-import Logging
+
 import OCI
 import Registry
 import Synchronization
@@ -17,9 +15,7 @@ import Glibc
 /// order. A hasher follows the contiguous prefix, so the digest is known as soon as the last
 /// chunk lands and only then is the blob `verified`. A mismatch fails every waiting and later
 /// reader: bytes served before that point were unverified (the documented lazy trade-off).
-///
-/// Lock order: `condition` is the only lock; nothing is called while holding it.
-public final class RangedBlob: @unchecked Sendable {
+public final class RangedBlob: Sendable {
     public let descriptor: Descriptor
     public let path: String
     public let file: OpenFile
@@ -31,35 +27,38 @@ public final class RangedBlob: @unchecked Sendable {
     /// request jump the queue quickly, long requests keep per-request costs (a redirect to
     /// object storage, each) low. Readers are woken chunk by chunk as the bytes land.
     let chunksPerRequest: Int
+    /// Rung when a reader queues an urgent chunk, so idle fetch workers look again.
+    let signal: RangedFetch.Signal?
 
-    private let condition = NSCondition()
-    private var present: [Bool]
-    private var inFlight: [Bool]
-    private var urgent: [Int] = []
-    private var nextSequential = 0
-    private var failure: String?
+    struct Chunks {
+        var present: [Bool]
+        var inFlight: [Bool]
+        var urgent: [Int] = []
+        var nextSequential = 0
+        var failure: String?
+
+        func missing(_ chunk: Int) -> Bool { !present[chunk] && !inFlight[chunk] }
+    }
+
+    private let chunks: Monitor<Chunks>
     /// Read without the lock: after verification every FUSE read passes here.
     private let verified = Atomic<Bool>(false)
 
     public init(descriptor: Descriptor, path: String, chunkSize: Int64 = 4 << 20, readAhead: Int = 2,
-                chunksPerRequest: Int = 1) throws {
+                chunksPerRequest: Int = 1, signal: RangedFetch.Signal? = nil) throws {
         self.descriptor = descriptor
         self.path = path
         self.chunkSize = chunkSize
         self.readAhead = readAhead
         self.chunksPerRequest = max(1, chunksPerRequest)
+        self.signal = signal
         chunkCount = Int((descriptor.size + chunkSize - 1) / chunkSize)
-        present = Array(repeating: false, count: chunkCount)
-        inFlight = Array(repeating: false, count: chunkCount)
+        chunks = Monitor(Chunks(present: Array(repeating: false, count: chunkCount), inFlight: Array(repeating: false, count: chunkCount)))
         file = try OpenFile(path: path, flags: O_RDWR | O_CREAT | O_TRUNC, mode: 0o600)
         try file.truncate(to: descriptor.size)
     }
 
-    public var failureMessage: String? {
-        condition.lock()
-        defer { condition.unlock() }
-        return failure
-    }
+    public var failureMessage: String? { chunks.read(\.failure) }
 
     /// Blocks until bytes `[offset, offset + length)` are on disk, asking for them (and a few
     /// chunks after them) first. False once the blob has failed.
@@ -73,24 +72,24 @@ public final class RangedBlob: @unchecked Sendable {
         guard length > 0, offset < descriptor.size, !verified.load(ordering: .acquiring) else { return true }
         let first = Int(offset / chunkSize)
         let last = Int(min(offset + Int64(length), descriptor.size) - 1) / Int(chunkSize)
-        condition.lock()
-        defer { condition.unlock() }
-        var asked = false
-        for chunk in first...min(chunkCount - 1, last + readAhead) where !present[chunk] && !inFlight[chunk] {
-            urgent.append(chunk)
-            asked = true
+        let wanted = first...min(chunkCount - 1, last + readAhead)
+        let asked = chunks.update { chunks in
+            let missing = wanted.filter { chunks.missing($0) && !chunks.urgent.contains($0) }
+            chunks.urgent += missing
+            return !missing.isEmpty
         }
-        if asked { condition.broadcast() }
-        while failure == nil, !(first...last).allSatisfy({ present[$0] }) { condition.wait() }
-        return failure == nil
+        if asked { signal?.ring() }
+        return chunks.wait { chunks in
+            if chunks.failure != nil { return false }
+            return (first...last).allSatisfy({ chunks.present[$0] }) ? true : nil
+        }
     }
 
     /// Marks the blob failed: every reader gets an error from now on.
     public func fail(_ message: String) {
-        condition.lock()
-        if failure == nil { failure = message }
-        condition.broadcast()
-        condition.unlock()
+        chunks.update { chunks in
+            if chunks.failure == nil { chunks.failure = message }
+        }
     }
 
     /// Fetches every chunk with `streams` concurrent requests and checks the digest.
@@ -103,8 +102,8 @@ public final class RangedBlob: @unchecked Sendable {
     }
 
     /// The hasher following the contiguous prefix; nil when the blob failed first.
-    func startHashing() -> Task<Digest?, any Error> {
-        onThread { [self] in hashInOrder() }
+    public func startHashing() -> Task<Digest?, any Error> {
+        BlockingThreads.task { [self] in hashInOrder() }
     }
 
     /// Waits for the hash and compares it: a mismatch fails the blob for every reader.
@@ -115,33 +114,34 @@ public final class RangedBlob: @unchecked Sendable {
 
     /// The next chunk a reader is waiting for, if any.
     func claimUrgent() -> Range<Int>? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard failure == nil else { return nil }
-        while let chunk = urgent.first {
-            urgent.removeFirst()
-            if !present[chunk] && !inFlight[chunk] {
-                inFlight[chunk] = true
-                return chunk..<chunk + 1
+        chunks.update { chunks in
+            guard chunks.failure == nil else { return nil }
+            while let chunk = chunks.urgent.first {
+                chunks.urgent.removeFirst()
+                if chunks.missing(chunk) {
+                    chunks.inFlight[chunk] = true
+                    return chunk..<chunk + 1
+                }
             }
+            return nil
         }
-        return nil
     }
 
     /// The next run of chunks in order that nobody has fetched or is fetching.
     func claimNext() -> Range<Int>? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard failure == nil else { return nil }
-        while nextSequential < chunkCount, present[nextSequential] || inFlight[nextSequential] { nextSequential += 1 }
-        guard nextSequential < chunkCount else { return nil }
-        let start = nextSequential
-        while nextSequential < chunkCount, nextSequential - start < chunksPerRequest,
-              !present[nextSequential], !inFlight[nextSequential] {
-            inFlight[nextSequential] = true
-            nextSequential += 1
+        let count = chunkCount
+        let perRequest = chunksPerRequest
+        return chunks.update { chunks in
+            guard chunks.failure == nil else { return nil }
+            while chunks.nextSequential < count, !chunks.missing(chunks.nextSequential) { chunks.nextSequential += 1 }
+            guard chunks.nextSequential < count else { return nil }
+            let start = chunks.nextSequential
+            while chunks.nextSequential < count, chunks.nextSequential - start < perRequest, chunks.missing(chunks.nextSequential) {
+                chunks.inFlight[chunks.nextSequential] = true
+                chunks.nextSequential += 1
+            }
+            return start..<chunks.nextSequential
         }
-        return start..<nextSequential
     }
 
     func range(of chunks: Range<Int>) -> Range<Int64> {
@@ -150,13 +150,13 @@ public final class RangedBlob: @unchecked Sendable {
 
     /// One request for `chunks`; each chunk is marked present as soon as its last byte is
     /// written, so a reader waiting for the first chunk of a long request is not held up.
-    func fetch(_ chunks: Range<Int>, client: RegistryClient, endpoints: [Endpoint], reference: Reference) async throws {
-        var next = chunks.lowerBound
+    func fetch(_ wanted: Range<Int>, client: RegistryClient, endpoints: [Endpoint], reference: Reference) async throws {
+        var next = wanted.lowerBound
         do {
-            try await client.readRange(descriptor, range(of: chunks), from: endpoints, reference: reference) { bytes, offset in
+            try await client.readRange(descriptor, range(of: wanted), from: endpoints, reference: reference) { bytes, offset in
                 try file.writeAll(bytes, at: offset)
                 let end = offset + Int64(bytes.count)
-                while next < chunks.upperBound, range(of: next..<next + 1).upperBound <= end {
+                while next < wanted.upperBound, range(of: next..<next + 1).upperBound <= end {
                     finish(next)
                     next += 1
                 }
@@ -165,18 +165,17 @@ public final class RangedBlob: @unchecked Sendable {
             fail("downloading \(descriptor.digest) failed: \(error)")
             throw error
         }
-        while next < chunks.upperBound {
+        while next < wanted.upperBound {
             finish(next)
             next += 1
         }
     }
 
     private func finish(_ chunk: Int) {
-        condition.lock()
-        present[chunk] = true
-        inFlight[chunk] = false
-        condition.broadcast()
-        condition.unlock()
+        chunks.update { chunks in
+            chunks.present[chunk] = true
+            chunks.inFlight[chunk] = false
+        }
     }
 
     /// Hashes chunk after chunk as each arrives (from the page cache: it was just written).
@@ -186,15 +185,17 @@ public final class RangedBlob: @unchecked Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunkSize), alignment: 64)
         defer { buffer.deallocate() }
         for chunk in 0..<chunkCount {
-            condition.lock()
-            while failure == nil, !present[chunk] { condition.wait() }
-            let failed = failure != nil
-            condition.unlock()
-            if failed { return nil }
+            let arrived = chunks.wait { chunks in chunks.failure != nil ? false : (chunks.present[chunk] ? true : nil) }
+            guard arrived else { return nil }
             let start = Int64(chunk) * chunkSize
             let length = Int(min(chunkSize, descriptor.size - start))
-            guard let n = try? file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: start), n == length else {
-                fail("cannot read back \(path) to verify it")
+            let n: Int
+            do { n = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: start) } catch {
+                fail("cannot read back \(path) to verify it: \(error)")
+                return nil
+            }
+            guard n == length else {
+                fail("cannot read back \(path) to verify it: it ends at byte \(start + Int64(n))")
                 return nil
             }
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))

@@ -4,6 +4,7 @@ import ImageFS
 import Layers
 import Logging
 import OCI
+import Pull
 import Store
 #if canImport(Glibc)
 import Glibc
@@ -17,11 +18,14 @@ public struct MountServer: Sendable {
         public var description: String { message }
     }
 
-    public let service: ImageService
+    public let store: ContentStore
     public let logger: Logger
+    /// Told once the mount answers (the kernel's handshake is done and the record written):
+    /// a background server tells whoever launched it through its readiness pipe.
+    public var onReady: @Sendable () -> Void = {}
 
-    public init(service: ImageService, logger: Logger) {
-        self.service = service
+    public init(store: ContentStore, logger: Logger) {
+        self.store = store
         self.logger = logger
     }
 
@@ -56,48 +60,43 @@ public struct MountServer: Sendable {
         }
     }
 
-    /// What one mount serves: the tree, the files holding each layer's bytes, and for a lazy
-    /// mount the gates reads wait on.
-    public struct Content: Sendable {
-        public var digest: Digest
-        public var tree: ImageTree
-        public var layerFiles: [OpenFile]
-        public var gates: [(any LayerGate)?] = []
-
-        public init(digest: Digest, tree: ImageTree, layerFiles: [OpenFile], gates: [(any LayerGate)?] = []) {
-            self.digest = digest
-            self.tree = tree
-            self.layerFiles = layerFiles
-            self.gates = gates
-        }
+    /// What one mount serves: the tree, each layer's bytes, and for a lazy mount the gates
+    /// reads wait on.
+    struct Content: Sendable {
+        var digest: Digest
+        var tree: ImageTree
+        var layers: [LayerData]
+        var gates: [(any LayerGate)?] = []
     }
 
     /// Mounts, records, serves; returns after a clean unmount.
     public func serve(record: ImageRecord, reference: String, mountpoint: String, subpath: String?) throws {
         let started = ContinuousClock.now
-        let tree = try service.tree(of: record)
+        let trees = ImageTrees(store: store, logger: logger)
+        let tree = try trees.tree(of: record)
         logger.debug("tree of \(reference): \(tree.inodes.count) inodes in \(ContinuousClock.now - started)")
-        let files = try service.layerFiles(of: record).map { try OpenFile.openRead($0) }
-        try serve(Content(digest: record.digest, tree: tree, layerFiles: files),
+        try serve(Content(digest: record.digest, tree: tree, layers: try trees.layerData(of: record)),
                   reference: reference, mountpoint: mountpoint, subpath: subpath)
     }
 
     /// The mount record is written when the kernel's handshake completes, so whoever waits
     /// for it knows the mount answers. `onSession` gets the session before it serves (a lazy
     /// mount invalidates pages through it).
-    public func serve(_ content: Content, reference: String, mountpoint: String, subpath: String?,
+    func serve(_ content: Content, reference: String, mountpoint: String, subpath: String?,
                       onSession: (FuseSession) -> Void = { _ in }) throws {
         let root = try Self.subpathRoot(subpath, in: content.tree, reference: reference)
-        let table = MountTable(store: service.store)
+        let table = MountTable(store: store)
         let entry = MountRecord(mountpoint: mountpoint, reference: reference, digest: content.digest, pid: getpid(),
                                 subpath: subpath, started: UTCTimestamp.now())
         let logger = self.logger
+        let onReady = self.onReady
         let digest = content.digest
         let passthrough = ProcessInfo.processInfo.environment["IMGVOL_FUSE_PASSTHROUGH"] != "0"
-        let filesystem = FuseFilesystem(tree: content.tree, layerFiles: content.layerFiles, gates: content.gates, subpathRoot: root,
+        let filesystem = FuseFilesystem(tree: content.tree, layers: content.layers, gates: content.gates, subpathRoot: root,
                                         passthrough: passthrough, logger: logger) {
             do { try table.write(entry) } catch { logger.error("cannot record the mount: \(error)") }
             logger.notice("serving \(reference) (\(digest)) at \(mountpoint)")
+            onReady()
         }
         let session = try FuseSession(filesystem: filesystem, mountpoint: mountpoint, source: "imgvol:\(reference)")
         onSession(session)
@@ -112,8 +111,9 @@ public struct MountServer: Sendable {
     /// and fail. Returns when unmounted; what had not arrived by then is deleted.
     public func serve(_ lazy: LazyPull, reference: String, mountpoint: String, subpath: String?) async throws {
         let sessions = SessionSlot()
-        let serving = onThread { [self] in
-            try serve(lazy.content, reference: reference, mountpoint: mountpoint, subpath: subpath) { sessions.set($0) }
+        let content = Content(digest: lazy.record.digest, tree: lazy.tree, layers: lazy.layers, gates: lazy.gates)
+        let serving = BlockingThreads.task { [self] in
+            try serve(content, reference: reference, mountpoint: mountpoint, subpath: subpath) { sessions.set($0) }
         }
         let completion = Task { await lazy.complete { layer in sessions.invalidate(layer: layer) } }
         do { try await serving.value } catch {
@@ -127,21 +127,17 @@ public struct MountServer: Sendable {
 }
 
 /// The session a lazy mount's background work reaches the kernel through, once it exists.
-/// Unchecked because the session is used from two threads by design: libfuse's notify calls
-/// are safe alongside its own loop; the slot only guards handing the session over.
+/// The session is used from two threads by design (libfuse's notify calls are safe beside its
+/// own loop). Unchecked: `session` is touched only with `lock` held.
 private final class SessionSlot: @unchecked Sendable {
     private let lock = NSLock()
     private var session: FuseSession?
 
     func set(_ session: FuseSession) {
-        lock.lock()
-        self.session = session
-        lock.unlock()
+        lock.withLock { self.session = session }
     }
 
     func invalidate(layer: Int32) {
-        lock.lock()
-        defer { lock.unlock() }
-        session?.invalidate(layer: layer)
+        lock.withLock { session?.invalidate(layer: layer) }
     }
 }

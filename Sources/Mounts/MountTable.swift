@@ -6,25 +6,6 @@ import Store
 import Glibc
 #endif
 
-/// One live (or once live) imgvol mount, as recorded under `mounts/`.
-public struct MountRecord: Codable, Sendable, Equatable {
-    public var mountpoint: String
-    public var reference: String
-    public var digest: Digest
-    public var pid: Int32
-    public var subpath: String?
-    public var started: String
-
-    public init(mountpoint: String, reference: String, digest: Digest, pid: Int32, subpath: String?, started: String) {
-        self.mountpoint = mountpoint
-        self.reference = reference
-        self.digest = digest
-        self.pid = pid
-        self.subpath = subpath
-        self.started = started
-    }
-}
-
 /// The kernel's view (/proc/self/mountinfo) joined with imgvol's records: a record counts only
 /// while its server runs and its mountpoint is an imgvol FUSE mount.
 public struct MountTable: Sendable {
@@ -36,11 +17,11 @@ public struct MountTable: Sendable {
         String(Digest.of(Array(mountpoint.utf8)).hex.prefix(24))
     }
 
-    public func recordPath(_ mountpoint: String) -> String { "\(store.mountsDir)/\(Self.key(mountpoint)).json" }
-    public func logPath(_ mountpoint: String) -> String { "\(store.mountsDir)/\(Self.key(mountpoint)).log" }
+    public func recordPath(_ mountpoint: String) -> String { store.layout.mountRecord(Self.key(mountpoint)) }
+    public func logPath(_ mountpoint: String) -> String { store.layout.mountLog(Self.key(mountpoint)) }
 
     /// Not synced to disk: a mount does not survive a reboot, and `imgvol mount` waits for
-    /// this record (an fsync here was 10-15 ms of a cold mount).
+    /// this record (an fsync would be a tenth of a cold mount).
     public func write(_ record: MountRecord) throws {
         try FileSystem.writeAtomically(JSONCoding.encode(record, pretty: true), to: recordPath(record.mountpoint),
                                        tmpDir: store.tmpDir, mode: 0o600, durable: false)

@@ -37,7 +37,6 @@ public struct MountLauncher: Sendable {
     public func launch(reference: Reference, digest: Digest?, mountpoint: String, subpath: String?,
                        lazy: LazySource? = nil) async throws -> MountRecord {
         let table = MountTable(store: store)
-        let logPath = table.logPath(mountpoint)
         var arguments = ["__serve", "--root", store.root, "--log-level", logLevel,
                          "--reference", reference.description, "--mountpoint", mountpoint]
         if let subpath { arguments += ["--subpath", subpath] }
@@ -46,36 +45,15 @@ public struct MountLauncher: Sendable {
         } else if let digest {
             arguments += ["--digest", digest.description]
         }
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil, attributes: [.posixPermissions: 0o600])
-        guard let log = FileHandle(forWritingAtPath: logPath) else {
-            throw MountServer.Failure("cannot write the mount log \(logPath)")
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let input = lazy?.credentials != nil ? Pipe() : nil
-        process.standardInput = input ?? FileHandle.nullDevice
-        process.standardOutput = log
-        process.standardError = log
-        try process.run()
-        try? log.close()
-        if let input, let credentials = lazy?.credentials {
-            try? input.fileHandleForWriting.write(contentsOf: Array((credentials + "\n").utf8))
-            try? input.fileHandleForWriting.close()
-        }
+        let server = try ServerProcess.start(executable: executable, arguments: arguments, logPath: table.logPath(mountpoint),
+                                             input: lazy?.credentials)
         // A lazy server may first pull compressed layers in full.
-        let deadline = Date().addingTimeInterval(lazy == nil ? 60 : 3600)
-        while Date() < deadline {
-            if let record = table.record(for: mountpoint), record.pid == process.processIdentifier { return record }
-            if !process.isRunning {
-                let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-                let last = text.split(separator: "\n").last(where: { !$0.isEmpty }).map(String.init) ?? "no message"
-                throw MountServer.Failure("mounting \(reference) at \(mountpoint) failed: \(last)")
-            }
-            try await Task.sleep(nanoseconds: 2_000_000)
+        try await server.waitUntilReady(within: lazy == nil ? .seconds(60) : .seconds(3600),
+                                        what: "mounting \(reference) at \(mountpoint)")
+        guard let record = table.record(for: mountpoint), record.pid == server.process.processIdentifier else {
+            throw MountServer.Failure("mounting \(reference) at \(mountpoint): the server said it serves but left no mount record; see \(table.logPath(mountpoint))")
         }
-        process.terminate()
-        throw MountServer.Failure("mounting \(reference) at \(mountpoint) did not complete in time; see \(logPath)")
+        return record
     }
 
     /// Unmounts (lazily with `force`), then stops the server if it is still there. Works when
@@ -102,7 +80,7 @@ public struct MountLauncher: Sendable {
         }
         if let record, MountTable.processAlive(record.pid) {
             kill(record.pid, SIGTERM)
-            for _ in 0..<200 where MountTable.processAlive(record.pid) { try await Task.sleep(nanoseconds: 10_000_000) }
+            _ = await ProcessExit.wait(record.pid, atMost: .seconds(2))
         }
         table.remove(mountpoint)
     }

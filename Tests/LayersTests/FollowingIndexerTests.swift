@@ -1,6 +1,6 @@
 import FileIO
 import Foundation
-@testable import ImgvolCore
+
 import Layers
 import Testing
 import TestSupport

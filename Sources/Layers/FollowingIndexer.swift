@@ -1,39 +1,43 @@
 import FileIO
-import Foundation
-import Layers
 
 /// Indexes a layer tar while it is being decompressed into its file, reading behind the
-/// writer, so that the index is ready when the tar is, instead of being read back afterwards
-/// (a tenth of a second per layer of 8,000 small files, after the last byte).
+/// writer, so that the index is ready when the tar is instead of being read back afterwards.
 ///
 /// Best effort: whatever goes wrong (the decompression fails, or the tar is one that only
 /// the complete file can be indexed, such as one without its end-of-archive blocks) gives
 /// nil, and the caller indexes the finished file as before.
-final class FollowingIndexer: @unchecked Sendable {
-    private let done = DispatchSemaphore(value: 0)
-    private let writer: BackgroundFileWriter
-    private var result: LayerIndex?
+public final class FollowingIndexer: Sendable {
+    private enum Progress { case running, done(LayerIndex?) }
 
-    /// Starts following `writer`'s file at `path` on a thread of its own.
-    init(writer: BackgroundFileWriter, path: String, layer: String) {
+    private let writer: BackgroundFileWriter
+    private let progress = Monitor(Progress.running)
+
+    /// Starts following `writer`'s file at `path` on a blocking thread.
+    public init(writer: BackgroundFileWriter, path: String, layer: String) {
         self.writer = writer
-        let thread = Thread { [self] in
-            defer { done.signal() }
-            guard let file = try? OpenFile.openRead(path) else { return }
-            let source = WrittenFile(writer: writer, file: file)
-            // The size is not known until the writer is done: the source ends the stream.
-            result = try? LayerIndexer.index(source: source, size: .max, layer: layer)
+        let progress = self.progress
+        do {
+            try BlockingThreads.start {
+                var index: LayerIndex?
+                if let file = try? OpenFile.openRead(path) {
+                    // The size is not known until the writer is done: the source ends the stream.
+                    index = try? LayerIndexer.index(source: WrittenFile(writer: writer, file: file), size: .max, layer: layer)
+                }
+                progress.update { $0 = .done(index) }
+            }
+        } catch {
+            progress.update { $0 = .done(nil) }
         }
-        thread.name = "imgvol-index"
-        thread.stackSize = 1 << 20
-        thread.start()
     }
 
     /// Waits for the indexer; call after the writer has finished or failed. nil unless the
     /// writer finished: what an abandoned writer left may parse as a shorter, valid tar.
-    func join() -> LayerIndex? {
-        done.wait()
-        return writer.finished ? result : nil
+    public func join() -> LayerIndex? {
+        let index = progress.wait { progress -> LayerIndex?? in
+            guard case .done(let index) = progress else { return nil }
+            return .some(index)
+        }
+        return writer.finished ? index : nil
     }
 }
 

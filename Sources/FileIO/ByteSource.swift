@@ -12,3 +12,11 @@ public protocol ByteSource: AnyObject {
 extension ByteSource {
     public func borrow(upTo count: Int) throws -> UnsafeRawBufferPointer? { nil }
 }
+
+/// Bytes read at any offset: a stored tar, or a blob still arriving chunk by chunk.
+public protocol PositionalSource: AnyObject {
+    /// Fills up to `buffer.count` bytes at `offset`; fewer only at the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int
+}
+
+extension OpenFile: PositionalSource {}

@@ -6,9 +6,7 @@ import OCI
 import Registry
 import Store
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
+import Transfer
 
 /// Brings one layer into the store: download (verified; resumable on one stream, or several
 /// `Range` streams for a big blob), decompress alongside the download, check the diff_id,
@@ -17,7 +15,7 @@ struct LayerFetcher: Sendable {
     let store: ContentStore
     let client: RegistryClient
     let logger: Logger
-    let progress: (any PullProgress)?
+    var progress: (any PullProgress)?
     /// Concurrent `Range` streams for one big blob (1: one stream).
     var rangeStreams = 1
     /// Blobs at least this large use `rangeStreams`.
@@ -30,8 +28,7 @@ struct LayerFetcher: Sendable {
     struct Fetched: Sendable {
         let diffID: Digest
         /// As committed; nil when the layer was already indexed (read it from the store).
-        /// The pull's merger uses it instead of reading and decoding it back (9 ms for C's
-        /// three layers, often at the end of the pull).
+        /// The pull's merger uses it instead of reading and decoding it back.
         let index: LayerIndex?
     }
 
@@ -74,7 +71,7 @@ struct LayerFetcher: Sendable {
     /// Commits the index made while the layer was decompressed, or indexes the stored tar.
     private func commitIndex(_ layer: Descriptor, diffID: Digest, streamed: LayerIndex?) throws -> LayerIndex {
         if var streamed {
-            LayerSplit.markApart(&streamed, directory: store.layerFilesPath(diffID))
+            LayerSplit.markApart(&streamed, files: store.layerFiles(diffID))
             try store.commitLayerIndex(streamed, diffID: diffID)
             logger.debug("\(layer.digest): indexed \(streamed.entries.count) entries while decompressing")
             return streamed
@@ -85,11 +82,10 @@ struct LayerFetcher: Sendable {
             index = try LayerIndexer.index(tarPath: store.layerTarPath(diffID), layer: layer.digest.description)
         } catch {
             // A verified blob that is not a valid tar will never become one: drop it.
-            try? FileSystem.remove(store.layerTarPath(diffID))
-            try? FileSystem.removeTree(store.layerFilesPath(diffID))
+            try? store.discardLayerTar(diffID)
             throw error
         }
-        LayerSplit.markApart(&index, directory: store.layerFilesPath(diffID))
+        LayerSplit.markApart(&index, files: store.layerFiles(diffID))
         try store.commitLayerIndex(index, diffID: diffID)
         logger.debug("\(layer.digest): indexed \(index.entries.count) entries in \(ContinuousClock.now - indexing)")
         return index
@@ -110,7 +106,7 @@ struct LayerFetcher: Sendable {
         progress?.layerFinished(layer.digest, cached: false)
     }
 
-    private func partialPath(_ digest: Digest) -> String { "\(store.tmpDir)/\(digest.hex).partial" }
+    private func partialPath(_ digest: Digest) -> String { store.layout.partial(digest) }
 
     private func openPartial(_ layer: Descriptor, direct: Bool, retaining: Bool = false) throws -> PartialBlob {
         let digest = layer.digest
@@ -130,7 +126,7 @@ struct LayerFetcher: Sendable {
     /// concurrent `Range` streams (hashed in order as chunks land), else one resumable stream.
     private func download(_ layer: Descriptor, direct: Bool, endpoints: [Endpoint], reference: Reference) async throws -> Downloaded {
         if usesRanges(layer) {
-            let path = "\(store.tmpDir)/\(layer.digest.hex).ranged-\(getpid())"
+            let path = store.layout.scratch(layer.digest, .ranged)
             do {
                 let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
                 try await fetchAll(blob, endpoints: endpoints, reference: reference)
@@ -171,10 +167,10 @@ struct LayerFetcher: Sendable {
 
     private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, expected: Digest?,
                                  endpoints: [Endpoint], reference: Reference) async throws -> (Digest, LayerIndex?) {
-        let output = "\(store.tmpDir)/\(layer.digest.hex).\(getpid()).tar"
+        let output = store.layout.scratchTar(layer.digest)
         defer {
-            try? FileSystem.remove(output)
-            try? FileSystem.removeTree(LayerSplit.directory(forTar: output))
+            try? FileSystem.remove(output.tar)
+            try? FileSystem.removeTree(output.apart.directory)
         }
         let result: Decompressed
         if usesRanges(layer), let ranged = try await decompressRanged(layer, compression: compression, to: output,
@@ -195,11 +191,11 @@ struct LayerFetcher: Sendable {
         if !store.hasLayerTar(actual) {
             if !result.files.isEmpty {
                 // The splitter's reading of the tar, checked against libarchive's.
-                let checked = try index ?? LayerIndexer.index(tarPath: output, layer: layer.digest.description)
-                try LayerSplit.reconcile(checked, files: result.files, tarPath: output)
+                let checked = try index ?? LayerIndexer.index(tarPath: output.tar, layer: layer.digest.description)
+                try LayerSplit.reconcile(checked, files: result.files, tarPath: output.tar, apart: output.apart)
                 index = checked
             }
-            try store.commitLayerTar(from: output, diffID: actual)
+            try store.commitLayerTar(output, diffID: actual)
         }
         try? FileSystem.remove(partialPath(layer.digest))
         return (actual, index)
@@ -214,12 +210,12 @@ struct LayerFetcher: Sendable {
     /// Several `Range` streams fill a window in memory that the hasher and the decompressor
     /// follow. nil when the registry ignores `Range` (the caller streams instead). The
     /// compressed bytes are not kept: an interrupted pull starts this layer over.
-    private func decompressRanged(_ layer: Descriptor, compression: LayerCompression, to output: String,
+    private func decompressRanged(_ layer: Descriptor, compression: LayerCompression, to output: ScratchTar,
                                   endpoints: [Endpoint], reference: Reference) async throws -> Decompressed? {
         let stream = RangedStream(descriptor: layer)
         // A stream that fails to decompress does not stop the download: the digest, checked
         // at the end, tells a corrupt blob (named with both digests) from a malformed one.
-        let decompression = onThread {
+        let decompression = BlockingThreads.task {
             defer { stream.decompressorFinished() }
             return try Self.decompress(layer.digest, compression: compression, source: RangedStreamReader(stream), to: output)
         }
@@ -265,12 +261,12 @@ struct LayerFetcher: Sendable {
     /// A big uncompressed tar on one plain stream, split as it arrives, through memory
     /// (`PipedBlob`). nil when the registry ignored `Range` while resuming (the caller
     /// starts over with a partial file).
-    private func decompressPiped(_ layer: Descriptor, to output: String, endpoints: [Endpoint],
+    private func decompressPiped(_ layer: Descriptor, to output: ScratchTar, endpoints: [Endpoint],
                                  reference: Reference) async throws -> Decompressed? {
         let digest = layer.digest
         let progress = self.progress
         let blob = PipedBlob(digest: digest) { bytes in progress?.layerProgress(digest, bytes: bytes) }
-        let splitting = onThread {
+        let splitting = BlockingThreads.task {
             defer { blob.readerFinished() }
             return try Self.decompress(digest, compression: .none, source: PipedReader(blob), to: output)
         }
@@ -282,10 +278,10 @@ struct LayerFetcher: Sendable {
     /// One resumable stream into `tmp/<hex>.partial`, decompressed as it grows, from the
     /// blocks the partial blob keeps in memory: the file is only for resuming, so it is
     /// written around the page cache.
-    private func decompressStreamed(_ layer: Descriptor, compression: LayerCompression, to output: String,
+    private func decompressStreamed(_ layer: Descriptor, compression: LayerCompression, to output: ScratchTar,
                                     endpoints: [Endpoint], reference: Reference) async throws -> Decompressed {
         let partial = try openPartial(layer, direct: true, retaining: true)
-        let decompression = onThread {
+        let decompression = BlockingThreads.task {
             try Self.decompress(layer.digest, compression: compression, source: FollowingReader(partial), to: output)
         }
         let started = ContinuousClock.now
@@ -305,7 +301,7 @@ struct LayerFetcher: Sendable {
         do {
             actual = try await decompression.value
         } catch is PartialBlob.Restarted {
-            actual = try await onThread {
+            actual = try await BlockingThreads.task {
                 try Self.decompress(layer.digest, compression: compression, source: FileByteSource(path: partial.path), to: output)
             }.value
         } catch let error as LayerError {
@@ -328,15 +324,15 @@ struct LayerFetcher: Sendable {
     /// on the way. An uncompressed blob is its own diff_id, already checked by its download:
     /// it is not hashed a second time.
     private static func decompress(_ digest: Digest, compression: LayerCompression, source: ByteSourceAdapter,
-                                   to output: String) throws -> Decompressed {
+                                   to output: ScratchTar) throws -> Decompressed {
         let layer = digest.description
         let known = compression == .none ? digest : nil
         // A decompression started over (a restarted download) leaves nothing of the first.
-        try? FileSystem.removeTree(LayerSplit.directory(forTar: output))
-        let file = try BackgroundFileWriter(path: output)
-        let writer = LayerSplitWriter(tar: file, layer: layer)
+        if output.apart.exists { try FileSystem.removeTree(output.apart.directory) }
+        let file = try BackgroundFileWriter(path: output.tar)
+        let writer = LayerSplitWriter(tar: file, apart: output.apart, layer: layer)
         let splitter = TarSplitter(output: writer)
-        let indexer = FollowingIndexer(writer: file, path: output, layer: layer)
+        let indexer = FollowingIndexer(writer: file, path: output.tar, layer: layer)
         var hasher = DigestHasher()
         do {
             try LayerDecompressor.run(layer: layer, compression: compression, source: source) { bytes in

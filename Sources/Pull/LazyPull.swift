@@ -6,6 +6,7 @@ import Logging
 import OCI
 import Registry
 import Store
+import Transfer
 
 /// A pull that a mount serves from before it has finished (`mount --lazy`).
 ///
@@ -31,11 +32,15 @@ public struct LazyPull: Sendable {
 
     public let reference: Reference
     public let record: ImageRecord
-    public let content: MountServer.Content
+    /// What the mount serves: the tree, and every layer's bytes (a lazy layer's through its
+    /// gate).
+    public let tree: ImageTree
+    public let layers: [LayerData]
+    public let gates: [(any LayerGate)?]
     let pending: [Pending]
     let fetching: Task<Void, any Error>
-    let background: RangedFetch.Switch
-    let resolved: Puller.Resolved
+    let background: RangedFetch.Signal
+    let resolved: ResolvedImage
     /// The verified image config, stored with the image in `complete`.
     let configBytes: [UInt8]
     let store: ContentStore
@@ -43,7 +48,7 @@ public struct LazyPull: Sendable {
     let gcLock: StoreLock
 
     /// Resolves `reference` and prepares everything a mount needs; starts the downloads.
-    public static func start(_ reference: Reference, puller: Puller, streams: Int = 4) async throws -> LazyPull {
+    static func start(_ reference: Reference, puller: Puller, streams: Int = 4) async throws -> LazyPull {
         let store = puller.store
         let gcLock = try await store.gcLock(exclusive: false)
         var blobs: [Digest: RangedBlob] = [:]
@@ -65,12 +70,12 @@ public struct LazyPull: Sendable {
                                 blobs: inout [Digest: RangedBlob], fetching: inout Task<Void, any Error>?) async throws -> LazyPull {
         // Until the mount serves, only what building the tree reads is fetched: the background
         // download would compete with it for the registry's disk and the network.
-        let background = RangedFetch.Switch()
+        let background = RangedFetch.Signal()
         let store = puller.store
         let resolved = try await puller.resolve(reference)
-        let endpoints = try puller.endpoints(for: resolved, reference: reference)
+        let endpoints = try resolved.endpoints(reference, client: puller.client)
         let configBytes = try await puller.config(resolved.manifest.config, endpoints: endpoints, reference: reference, storing: false)
-        let plan = try Puller.plan(resolved.manifest, configBytes: configBytes, reference: reference)
+        let plan = try PullPlan(resolved.manifest, configBytes: configBytes, reference: reference)
 
         // Which layers must arrive lazily: raw files and uncompressed tars not yet stored.
         var order: [Digest] = []
@@ -83,14 +88,13 @@ public struct LazyPull: Sendable {
             case .tar: missing = false
             }
             guard missing, blobs[digest] == nil else { continue }
-            let path = "\(store.tmpDir)/\(digest.hex).lazy-\(getpid())"
-            blobs[digest] = try RangedBlob(descriptor: job.descriptor, path: path, chunkSize: 1 << 20, readAhead: 8,
-                                           chunksPerRequest: 16)
+            blobs[digest] = try RangedBlob(descriptor: job.descriptor, path: store.layout.scratch(digest, .lazy), chunkSize: 1 << 20,
+                                           readAhead: 8, chunksPerRequest: 16, signal: background)
             order.append(digest)
         }
         let ordered = order.compactMap { blobs[$0] }
         let fetch = RangedFetch(blobs: ordered, client: puller.client, endpoints: endpoints, reference: reference,
-                                background: background)
+                                signal: background)
         let hashing = Dictionary(uniqueKeysWithValues: ordered.map { ($0.descriptor.digest, $0.startHashing()) })
         fetching = Task {
             do { try await fetch.run(streams: streams) } catch {
@@ -100,16 +104,17 @@ public struct LazyPull: Sendable {
         }
 
         // Compressed tars (and stored layers) come whole, before the mount.
-        let fetcher = LayerFetcher(store: store, client: puller.client, logger: puller.logger, progress: nil)
+        var fetcher = puller.fetcher
+        fetcher.progress = nil
         var diffIDs: [Digest] = []
         var indexes: [Digest: LayerIndex] = [:]
         for job in plan.layers {
             let digest = job.descriptor.digest
             if let blob = blobs[digest] {
                 if case .tar = job.content, indexes[digest] == nil {
-                    indexes[digest] = try await onThread {
+                    indexes[digest] = try await BlockingThreads.run {
                         try LayerIndexer.index(source: blob, size: job.descriptor.size, layer: digest.description)
-                    }.value
+                    }
                 }
                 diffIDs.append(job.file == nil ? (job.expectedDiffID ?? digest) : digest)
             } else {
@@ -121,13 +126,13 @@ public struct LazyPull: Sendable {
         let record = plan.record(resolved, diffIDs: diffIDs)
 
         var treeLayers: [(name: String, index: LayerIndex)] = []
-        var layerFiles: [OpenFile] = []
+        var layers: [LayerData] = []
         var gates: [(any LayerGate)?] = []
         for layer in record.layers {
             let blob = blobs[layer.digest]
             let index = try (layer.file == nil ? indexes[layer.digest] : nil) ?? store.index(of: layer)
             treeLayers.append((layer.digest.description, index))
-            layerFiles.append(try blob?.file ?? OpenFile.openRead(store.dataPath(of: layer)))
+            layers.append(try blob.map { LayerData(file: $0.file) } ?? store.layerData(of: layer))
             gates.append(blob.map { ReadStartsDownload(blob: $0, background: background) })
         }
         let tree = try ImageTree.build(layers: treeLayers)
@@ -141,7 +146,7 @@ public struct LazyPull: Sendable {
         puller.logger.notice("lazy mount of \(reference) (\(record.digest)): \(pending.count) blob(s) arriving on demand, \(record.layers.count - pending.count) layer(s) already stored")
         return LazyPull(
             reference: reference, record: record,
-            content: MountServer.Content(digest: record.digest, tree: tree, layerFiles: layerFiles, gates: gates),
+            tree: tree, layers: layers, gates: gates,
             pending: pending, fetching: fetching ?? Task {}, background: background, resolved: resolved,
             configBytes: configBytes, store: store, logger: puller.logger, gcLock: gcLock)
     }
@@ -169,7 +174,7 @@ public struct LazyPull: Sendable {
         do {
             let config = resolved.manifest.config.digest
             if !store.hasBlob(config) { try store.writeBlob(configBytes, digest: config) }
-            try await Puller.commit(record, resolved: resolved, reference: reference, store: store, logger: logger)
+            try await ImageCommit.commit(record, resolved: resolved, reference: reference, store: store, logger: logger)
         } catch {
             logger.error("lazy mount of \(reference): every blob verified but recording the image failed: \(error)")
             return false
@@ -222,18 +227,16 @@ public struct LazyPull: Sendable {
 
 extension LazyPull {
     /// How long the in-order download waits after the mount is ready, unless a read comes
-    /// first. An application started on a fresh mount spends that time loading its own code;
-    /// four streams of bulk download beside it (on this 2-core VM with the registry on the
-    /// same disk) made the first byte of `head` on the mount arrive 35-50 ms later than with
-    /// them held back. Reads are served at once either way; the whole blob arrives at most
-    /// this much later.
+    /// first. An application started on a fresh mount spends that time loading its own code,
+    /// and a bulk download beside it delays the application's first reads. Reads are served
+    /// at once either way; the whole blob arrives at most this much later.
     static let bulkHoldBack: Duration = .milliseconds(500)
 
     /// A lazy layer's reads: the first one starts the in-order download (the application is
     /// now reading the model), then waits for its own chunks, which go first.
     struct ReadStartsDownload: LayerGate {
         let blob: RangedBlob
-        let background: RangedFetch.Switch
+        let background: RangedFetch.Signal
 
         func waitFor(offset: Int64, length: Int) -> Bool {
             background.turnOn()

@@ -1,5 +1,5 @@
 import Foundation
-import ImgvolCore
+import Store
 import Testing
 
 @Suite("UTCTimestamp")
