@@ -45,8 +45,8 @@ struct MountProbe: Sendable {
     /// Lazily detaches whatever is mounted at `path` (MNT_DETACH works on dead FUSE mounts and
     /// on busy ones; processes that still hold files keep them until they close them).
     static func detach(_ path: String) throws(SystemError) {
-        if umount2(path, Int32(MNT_DETACH)) != 0, errno != EINVAL, errno != ENOENT {
-            throw SystemError("umount2", path)
+        if let error = failure(of: { umount2(path, Int32(MNT_DETACH)) }), error != EINVAL, error != ENOENT {
+            throw SystemError("umount2", path, errno: error)
         }
     }
 }

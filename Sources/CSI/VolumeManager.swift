@@ -176,8 +176,8 @@ final class VolumeManager: Sendable {
             case .dead(let fstype):
                 throw CSIError.failedPrecondition("target \(targetPath) has a \(fstype) mount that imgvol did not make; not unmounting it")
             }
-            if rmdir(targetPath) != 0, errno != ENOENT {
-                self.logger.warning("target \(targetPath) is unmounted but was not removed: \(SystemError("rmdir", targetPath).description)")
+            if let error = failure(of: { rmdir(targetPath) }), error != ENOENT {
+                self.logger.warning("target \(targetPath) is unmounted but was not removed: \(SystemError("rmdir", targetPath, errno: error).description)")
             }
             try await self.table.remove(key)
         }

@@ -16,12 +16,6 @@ public enum FileSystem {
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
-    public static func fileSize(_ path: String) -> Int64? {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return nil }
-        return Int64(st.st_size)
-    }
-
     /// Bytes the file occupies on disk (allocated blocks, so a sparse file's holes count for
     /// nothing), not its apparent size; a directory counts what it holds.
     public static func diskUsage(_ path: String) -> Int64 {
@@ -41,7 +35,7 @@ public enum FileSystem {
     }
 
     public static func makeDirectory(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
-        if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError("mkdir", path) }
+        if let error = failure(of: { mkdir(path, mode) }), error != EEXIST { throw SystemError("mkdir", path, errno: error) }
     }
 
     public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(SystemError) {
@@ -53,7 +47,7 @@ public enum FileSystem {
     }
 
     public static func remove(_ path: String) throws(SystemError) {
-        if unlink(path) != 0 && errno != ENOENT { throw SystemError("unlink", path) }
+        if let error = failure(of: { unlink(path) }), error != ENOENT { throw SystemError("unlink", path, errno: error) }
     }
 
     public static func rename(_ from: String, _ to: String) throws(SystemError) {
@@ -142,7 +136,7 @@ public enum FileSystem {
         guard lstat(path, &st) == 0 else { return }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             for name in listDirectory(path) { try removeTree(path + "/" + name) }
-            if rmdir(path) != 0 && errno != ENOENT { throw SystemError("rmdir", path) }
+            if let error = failure(of: { rmdir(path) }), error != ENOENT { throw SystemError("rmdir", path, errno: error) }
         } else {
             try remove(path)
         }

@@ -14,17 +14,17 @@ extension OpenFile {
     public func copyRange(from source: OpenFile, at offset: Int64, count: Int64, to start: Int64, bufferSize: Int) throws {
         var done: Int64 = 0
         while done < count {
-            let n = imgvol_copy_file_range(source.fd, offset + done, fd, start + done, Int(min(count - done, 1 << 30)))
-            if n > 0 { done += n; continue }
-            if n == 0 { throw SourceEnded() }
-            if errno == EINTR { continue }
-            if errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP {
+            var n: Int64 = 0
+            let error = failure { n = imgvol_copy_file_range(source.fd, offset + done, fd, start + done, Int(min(count - done, 1 << 30))); return n }
+            if error == nil, n > 0 { done += n; continue }
+            if error == nil { throw SourceEnded() }
+            if let error, [EXDEV, ENOSYS, EINVAL, EOPNOTSUPP].contains(error) {
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 4096)
                 defer { buffer.deallocate() }
                 try copyRangeByReading(from: source, at: offset + done, count: count - done, to: start + done, buffer: buffer)
                 return
             }
-            throw SystemError("copy_file_range", path)
+            throw SystemError("copy_file_range", path, errno: error ?? EIO)
         }
     }
 
@@ -55,10 +55,11 @@ extension OpenFile {
             guard n > 0 else { throw SourceEnded() }
             let aligned = n & ~(Self.directAlignment - 1)
             if aligned > 0 {
-                let written = pwrite(direct.fd, chunk.baseAddress, aligned, off_t(start + done))
-                if written < 0 && errno == EINTR { continue }
-                if written < 0 && errno == EINVAL { throw DirectRefused() }
-                if written <= 0 { throw SystemError("write", path) }
+                var written = 0
+                let error = failure { written = pwrite(direct.fd, chunk.baseAddress, aligned, off_t(start + done)); return written }
+                if error == EINVAL { throw DirectRefused() }
+                if let error { throw SystemError("write", path, errno: error) }
+                if written == 0 { throw SystemError("write", path, errno: EIO) }
                 done += Int64(written)
                 if written < aligned { continue }
             }

@@ -88,10 +88,6 @@ public final class OpenFile: @unchecked Sendable {
         _ = try retryingEINTR("ftruncate", path) { ftruncate(fd, off_t(length)) }
     }
 
-    public func seekToEnd() throws(SystemError) -> Int64 {
-        Int64(try retryingEINTR("lseek", path) { lseek(fd, 0, SEEK_END) })
-    }
-
     public func sync() throws(SystemError) {
         _ = try retryingEINTR("fsync", path) { fsync(fd) }
     }
@@ -105,15 +101,10 @@ public final class OpenFile: @unchecked Sendable {
     /// Advisory whole-file lock (flock): held until close or process death, so a killed
     /// pull never leaves a lock behind.
     public func tryLock(exclusive: Bool = true) throws(SystemError) -> Bool {
-        while true {
-            if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 { return true }
-            if errno == EINTR { continue }
-            if errno == EWOULDBLOCK { return false }
-            throw SystemError("flock", path)
+        switch failure(of: { flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) }) {
+        case nil: return true
+        case EWOULDBLOCK?: return false
+        case let error?: throw SystemError("flock", path, errno: error)
         }
-    }
-
-    public func lock(exclusive: Bool = true) throws(SystemError) {
-        _ = try retryingEINTR("flock", path) { flock(fd, exclusive ? LOCK_EX : LOCK_SH) }
     }
 }

@@ -21,6 +21,17 @@ public struct SystemError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 }
 
+/// Runs a syscall that returns a negative value on failure, retrying on EINTR, and returns the
+/// errno it failed with (nil on success). With `retryingEINTR`, the only places that read
+/// errno: right after the call, before anything else can change it.
+public func failure<T: BinaryInteger>(of body: () -> T) -> Int32? {
+    while true {
+        if body() >= 0 { return nil }
+        let error = Glibc.errno
+        if error != EINTR { return error }
+    }
+}
+
 /// Runs a syscall that returns -1 on failure, retrying on EINTR.
 @inline(__always)
 public func retryingEINTR<T: BinaryInteger>(_ call: String, _ path: String, _ body: () -> T) throws(SystemError) -> T {

@@ -64,11 +64,10 @@ public struct MountLauncher: Sendable {
         if let foreign = MountTable.kernelMounts().last(where: { $0.mountpoint == mountpoint }), foreign.fstype != "fuse.imgvol" {
             throw MountServer.Failure("\(mountpoint) is not an imgvol mount (it is \(foreign.fstype) from \(foreign.source)); use umount for it")
         }
-        if umount2(mountpoint, 0) != 0 {
-            let error = errno
+        if let error = failure(of: { umount2(mountpoint, 0) }) {
             switch error {
             case EBUSY where force:
-                if umount2(mountpoint, Int32(MNT_DETACH)) != 0 { throw SystemError("umount", mountpoint) }
+                if let error = failure(of: { umount2(mountpoint, Int32(MNT_DETACH)) }) { throw SystemError("umount", mountpoint, errno: error) }
             case EBUSY:
                 throw MountServer.Failure("\(mountpoint) is busy (a process uses it); stop it or pass --force for a lazy unmount")
             case EINVAL where !MountTable.isMountpoint(mountpoint), ENOENT:

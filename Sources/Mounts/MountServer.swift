@@ -48,8 +48,8 @@ public struct MountServer: Sendable {
     /// Checks a mountpoint before anything is pulled or spawned.
     public static func checkMountpoint(_ path: String) throws {
         var st = stat()
-        if lstat(path, &st) != 0 {
-            if errno == ENOTCONN {
+        if let error = failure(of: { lstat(path, &st) }) {
+            if error == ENOTCONN {
                 throw Failure("mountpoint \(path) is a dead mount; run `imgvol unmount \(path)` first")
             }
             throw Failure("mountpoint \(path) does not exist; create it with `mkdir -p \(path)`")

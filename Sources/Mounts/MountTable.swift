@@ -50,7 +50,7 @@ public struct MountTable: Sendable {
     /// Running, not a zombie: a server whose parent died is reaped only later by init, and
     /// kill(pid, 0) still succeeds for it until then.
     public static func processAlive(_ pid: Int32) -> Bool {
-        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard pid > 0, [nil, EPERM].contains(failure(of: { kill(pid, 0) })) else { return false }
         guard let stat = try? FileSystem.readFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: UInt8(ascii: ")")),
               close + 2 < stat.count else { return true }
         return stat[close + 2] != UInt8(ascii: "Z")

@@ -75,12 +75,11 @@ struct ServerProcess {
     /// Reads until a newline (true) or the end of the pipe (false).
     private static func readLine(_ fd: Int32) -> Bool {
         var byte: UInt8 = 0
-        while true {
-            let n = read(fd, &byte, 1)
-            if n == 1 { if byte == UInt8(ascii: "\n") { return true } else { continue } }
-            if n < 0, errno == EINTR { continue }
-            return false
+        var n = 0
+        while failure(of: { n = read(fd, &byte, 1); return n }) == nil, n == 1 {
+            if byte == UInt8(ascii: "\n") { return true }
         }
+        return false
     }
 
     private func lastLogLine() -> String {
@@ -111,17 +110,14 @@ public enum ServerReadiness {
 enum ProcessExit {
     /// True once `pid` has exited (or never existed); false after `limit`.
     static func wait(_ pid: Int32, atMost limit: Duration) async -> Bool {
-        let fd = imgvol_pidfd_open(pid)
-        guard fd >= 0 else { return errno == ESRCH }
+        var fd: Int32 = -1
+        if let error = failure(of: { fd = imgvol_pidfd_open(pid); return fd }) { return error == ESRCH }
         let descriptor = OpenFile(adopting: fd, path: "pidfd:\(pid)")
         let milliseconds = Int32(clamping: limit.components.seconds * 1000 + limit.components.attoseconds / 1_000_000_000_000_000)
         return (try? await BlockingThreads.run {
             var entry = pollfd(fd: descriptor.fd, events: Int16(POLLIN), revents: 0)
-            while true {
-                let n = poll(&entry, 1, milliseconds)
-                if n < 0, errno == EINTR { continue }
-                return n > 0
-            }
+            var ready: Int32 = 0
+            return failure(of: { ready = poll(&entry, 1, milliseconds); return ready }) == nil && ready > 0
         }) ?? false
     }
 }

@@ -8,7 +8,6 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case digestMismatch
         case notFound
         case corrupt
-        case inUse
     }
 
     public let kind: Kind

@@ -16,10 +16,10 @@ import Glibc
 /// is bounded: a thread that finds it full goes down into the subdirectory itself, so the
 /// descriptors held open are at most the queue's plus the tree's depth per thread.
 struct CreationPool: Sendable {
-    /// One directory to fill; its descriptor is closed when done.
+    /// One directory to fill; its descriptor is closed when the job is let go.
     struct Job: Sendable {
         let index: UInt32
-        let fd: Int32
+        let directory: OpenFile
         let path: String
     }
 
@@ -31,24 +31,22 @@ struct CreationPool: Sendable {
     let sources: [LayerData]
     let workers: Int
 
-    /// Creates everything under the directory `fd` (tree index `index`) and returns when all
-    /// is written, or throws the first failure. `fd` stays the caller's.
-    func run(directory index: UInt32, fd: Int32, path: String) throws {
-        let rootFD = dup(fd)
-        if rootFD < 0 { throw SystemError("dup", path) }
-        let jobs = WorkStack([Job(index: index, fd: rootFD, path: path)], capacity: workers * 8) { close($0.fd) }
+    /// Creates everything under `directory` (tree index `index`) and returns when all is
+    /// written, or throws the first failure.
+    func run(directory index: UInt32, in directory: OpenFile, path: String) throws {
+        let jobs = WorkStack([Job(index: index, directory: directory, path: path)], capacity: workers * 8)
         // One copier (and its buffer) per thread.
         let copiers = (0..<workers).map { _ in FileContentCopier(sources: sources) }
         try jobs.run(threads: workers) { job, thread in
-            defer { close(job.fd) }
-            try fill(job.index, fd: job.fd, path: job.path, copier: copiers[thread], jobs: jobs)
+            try fill(job.index, in: job.directory, path: job.path, copier: copiers[thread], jobs: jobs)
         }
     }
 
     /// Everything in one directory but hard links (the second pass makes those) and its own
     /// metadata. Subdirectories go to the queue, or are filled here when it is full.
-    private func fill(_ index: UInt32, fd: Int32, path: String, copier: FileContentCopier, jobs: WorkStack<Job>) throws {
+    private func fill(_ index: UInt32, in directory: OpenFile, path: String, copier: FileContentCopier, jobs: WorkStack<Job>) throws {
         guard let dir = tree.inode(index), !jobs.failed else { return }
+        let fd = directory.fd
         var files: [(name: String, path: String, node: ImageTree.Inode)] = []
         for (position, child) in dir.children.enumerated() {
             guard let node = tree.inode(child.inode), !plan.isLink(in: index, at: position) else { continue }
@@ -56,10 +54,9 @@ struct CreationPool: Sendable {
             switch node.kind {
             case .directory:
                 if mkdirat(fd, child.name, Unpacker.newDirectoryMode) != 0 { throw SystemError("mkdir", childPath) }
-                let childFD = try Unpacker.openDirectory(fd, child.name, path: childPath)
-                if !jobs.offer(Job(index: child.inode, fd: childFD, path: childPath)) {
-                    defer { close(childFD) }
-                    try fill(child.inode, fd: childFD, path: childPath, copier: copier, jobs: jobs)
+                let subdirectory = try Unpacker.openDirectory(fd, child.name, path: childPath)
+                if !jobs.offer(Job(index: child.inode, directory: subdirectory, path: childPath)) {
+                    try fill(child.inode, in: subdirectory, path: childPath, copier: copier, jobs: jobs)
                 }
             case .regular:
                 if node.size > 0, node.layer < 0 || Int(node.layer) >= sources.count {

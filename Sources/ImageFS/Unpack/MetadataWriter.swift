@@ -47,8 +47,8 @@ struct MetadataWriter: Sendable {
         let modeMatches = created.map { created in umask.map { created.mode & ~$0 == mode } ?? false } ?? false
         if chown || !modeMatches, fchmod(fd, mode) != 0 { throw SystemError("chmod", path) }
         for x in node.xattrs {
-            let r = x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) }
-            if r != 0 && (asRoot || !x.name.hasPrefix("trusted.")) && errno != ENOTSUP { throw SystemError("setxattr \(x.name)", path) }
+            let error = failure { x.value.withUnsafeBytes { fsetxattr(fd, x.name, $0.baseAddress, $0.count, 0) } }
+            if let error, asRoot || !x.name.hasPrefix("trusted."), error != ENOTSUP { throw SystemError("setxattr \(x.name)", path, errno: error) }
         }
         var times = Self.times(node)
         if futimens(fd, &times) != 0 { throw SystemError("utimens", path) }

@@ -11,8 +11,8 @@ import Glibc
 /// entries). Every link is made before any directory gets its final mode.
 ///
 /// Directories are finished on a few threads, leaves first, each reopened from the target by
-/// its path with openat2, beneath the target and following no symlink: on one thread this
-/// took 22-28 ms of C's 0.37 s `unpack`. Where openat2 is missing (Linux before 5.6, or a
+/// its path with openat2, beneath the target and following no symlink (on one thread this
+/// was a noticeable part of unpacking a many-directory image). Where openat2 is missing (Linux before 5.6, or a
 /// seccomp filter refusing it), one thread walks the tree children first instead.
 struct SecondPass: Sendable {
     let tree: ImageTree
@@ -25,45 +25,43 @@ struct SecondPass: Sendable {
     private var created: MetadataWriter.Creation { .init(mode: Unpacker.newDirectoryMode, ownedByProcess: ownedByProcess) }
 
     /// `parallel` false: the one-thread walk, whatever the kernel offers (tests use it).
-    func run(rootFD: Int32, target: String, parallel: Bool = true) throws {
-        if parallel, try Self.canOpenBeneath(rootFD, path: target) {
-            try linkAll(rootFD: rootFD, target: target)
-            try finishDirectories(rootFD: rootFD, target: target)
+    func run(root: OpenFile, target: String, parallel: Bool = true) throws {
+        if parallel, try Self.canOpenBeneath(root, path: target) {
+            try linkAll(root: root, target: target)
+            try finishDirectories(root: root, target: target)
         } else {
-            try walk(directory: ImageTree.rootIndex, fd: rootFD, path: target, created: nil)
+            try walk(directory: ImageTree.rootIndex, in: root, path: target, created: nil)
         }
     }
 
-    private static func canOpenBeneath(_ rootFD: Int32, path: String) throws -> Bool {
-        let fd = imgvol_open_directory_beneath(rootFD, ".")
-        if fd >= 0 {
-            close(fd)
+    private static func canOpenBeneath(_ root: OpenFile, path: String) throws -> Bool {
+        var fd: Int32 = -1
+        guard let error = failure(of: { fd = imgvol_open_directory_beneath(root.fd, "."); return fd }) else {
+            OpenFile(adopting: fd, path: path).close()
             return true
         }
-        if errno == ENOSYS || errno == EPERM || errno == EINVAL { return false }
-        throw SystemError("openat2", path)
+        if [ENOSYS, EPERM, EINVAL].contains(error) { return false }
+        throw SystemError("openat2", path, errno: error)
     }
 
-    private func openBeneath(_ rootFD: Int32, _ directory: UnpackPlan.Directory, target: String) throws -> Int32 {
-        let fd = imgvol_open_directory_beneath(rootFD, directory.path)
-        if fd < 0 { throw SystemError("open", target + "/" + directory.path) }
-        return fd
+    private func openBeneath(_ root: OpenFile, _ directory: UnpackPlan.Directory, target: String) throws -> OpenFile {
+        let path = target + "/" + directory.path
+        return OpenFile(adopting: try retryingEINTR("open", path) { imgvol_open_directory_beneath(root.fd, directory.path) }, path: path)
     }
 
-    private func linkAll(rootFD: Int32, target: String) throws {
+    private func linkAll(root: OpenFile, target: String) throws {
         let byIndex = Dictionary(plan.directories.map { ($0.index, $0) }, uniquingKeysWith: { first, _ in first })
         for (index, links) in plan.links {
             let directory = index == ImageTree.rootIndex ? nil : byIndex[index]
-            let fd = try directory.map { try openBeneath(rootFD, $0, target: target) } ?? rootFD
-            defer { if fd != rootFD { close(fd) } }
-            for link in links where linkat(AT_FDCWD, link.existing, fd, link.name, 0) != 0 {
+            let opened = try directory.map { try openBeneath(root, $0, target: target) } ?? root
+            for link in links where linkat(AT_FDCWD, link.existing, opened.fd, link.name, 0) != 0 {
                 throw SystemError("link", link.path)
             }
         }
     }
 
     /// Leaves first; a directory is queued when the last directory below it is done.
-    private func finishDirectories(rootFD: Int32, target: String) throws {
+    private func finishDirectories(root: OpenFile, target: String) throws {
         let directories = plan.directories
         let position = Dictionary(directories.enumerated().map { ($1.index, $0) }, uniquingKeysWith: { first, _ in first })
         var below = [Int](repeating: 0, count: directories.count)
@@ -76,13 +74,12 @@ struct SecondPass: Sendable {
         try jobs.run(threads: workers) { n, _ in
             let directory = directories[n]
             guard let node = tree.inode(directory.index) else { return }
-            let fd = try openBeneath(rootFD, directory, target: target)
-            defer { close(fd) }
-            try metadata.apply(node, to: fd, path: target + "/" + directory.path, created: created)
+            let opened = try openBeneath(root, directory, target: target)
+            try metadata.apply(node, to: opened.fd, path: opened.path, created: created)
             // The stack is unbounded: `offer` refuses only once the pass has failed.
             if let parent = position[directory.parent], unfinished.done(parent) { _ = jobs.offer(parent) }
         }
-        try metadata.apply(tree.root, to: rootFD, path: target, created: nil)
+        try metadata.apply(tree.root, to: root.fd, path: target, created: nil)
     }
 
     /// Per directory, how many directories right below it are not finished yet.
@@ -102,18 +99,17 @@ struct SecondPass: Sendable {
 
     /// Children first, one thread, through descriptors opened down from the target.
     /// `created`: how the first pass made this directory (nil for the target itself).
-    private func walk(directory index: UInt32, fd: Int32, path: String, created: MetadataWriter.Creation?) throws {
+    private func walk(directory index: UInt32, in directory: OpenFile, path: String, created: MetadataWriter.Creation?) throws {
         guard let dir = tree.inode(index) else { return }
         for child in dir.children {
             guard let node = tree.inode(child.inode), node.kind == .directory else { continue }
             let childPath = path + "/" + child.name
-            let childFD = try Unpacker.openDirectory(fd, child.name, path: childPath)
-            defer { close(childFD) }
-            try walk(directory: child.inode, fd: childFD, path: childPath, created: self.created)
+            let subdirectory = try Unpacker.openDirectory(directory.fd, child.name, path: childPath)
+            try walk(directory: child.inode, in: subdirectory, path: childPath, created: self.created)
         }
-        for link in plan.links[index] ?? [] where linkat(AT_FDCWD, link.existing, fd, link.name, 0) != 0 {
+        for link in plan.links[index] ?? [] where linkat(AT_FDCWD, link.existing, directory.fd, link.name, 0) != 0 {
             throw SystemError("link", link.path)
         }
-        try metadata.apply(dir, to: fd, path: path, created: created)
+        try metadata.apply(dir, to: directory.fd, path: path, created: created)
     }
 }

@@ -46,18 +46,17 @@ public struct Unpacker {
 
     public func unpack(into target: String) throws {
         try prepare(target)
-        let rootFD = try Self.openDirectory(AT_FDCWD, target, path: target)
-        defer { close(rootFD) }
+        let root = try Self.openDirectory(AT_FDCWD, target, path: target)
         var rootStat = stat()
-        if fstat(rootFD, &rootStat) != 0 { throw SystemError("stat", target) }
+        if fstat(root.fd, &rootStat) != 0 { throw SystemError("stat", target) }
         let ownedByProcess = rootStat.st_mode & S_ISGID == 0
         let metadata = MetadataWriter(asRoot: geteuid() == 0)
         let plan = UnpackPlan(tree: tree, target: target, onSkip: onSkip)
         let pool = CreationPool(tree: tree, plan: plan, metadata: metadata, ownedByProcess: ownedByProcess,
                                 sources: layers, workers: max(1, writers))
-        try pool.run(directory: ImageTree.rootIndex, fd: rootFD, path: target)
+        try pool.run(directory: ImageTree.rootIndex, in: root, path: target)
         try SecondPass(tree: tree, plan: plan, metadata: metadata, ownedByProcess: ownedByProcess, workers: max(1, writers))
-            .run(rootFD: rootFD, target: target, parallel: parallelSecondPass)
+            .run(root: root, target: target, parallel: parallelSecondPass)
     }
 
     private func prepare(_ target: String) throws {
@@ -71,7 +70,9 @@ public struct Unpacker {
         }
     }
 
-    static func openDirectory(_ parent: Int32, _ name: String, path: String) throws -> Int32 {
-        try retryingEINTR("open", path) { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+    /// `name` below the directory `parent` (or AT_FDCWD), not following a symlink.
+    static func openDirectory(_ parent: Int32, _ name: String, path: String) throws -> OpenFile {
+        OpenFile(adopting: try retryingEINTR("open", path) { openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) },
+                 path: path)
     }
 }
