@@ -41,4 +41,7 @@ actor KeyedLock<Key: Hashable & Sendable> {
 
     /// Whether anybody holds the key (tests).
     func isHeld(_ key: Key) -> Bool { waiters[key] != nil }
+
+    /// Callers waiting for `key` while someone holds it.
+    func queued(_ key: Key) -> Int { waiters[key]?.count ?? 0 }
 }

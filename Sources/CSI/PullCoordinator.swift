@@ -18,6 +18,8 @@ actor PullCoordinator {
     }
 
     private var running: [Key: Task<ImageRecord, any Error>] = [:]
+    /// Calls that have asked for each running pull, the first included.
+    private var callers: [Key: Int] = [:]
 
     init() {}
 
@@ -27,7 +29,9 @@ actor PullCoordinator {
         let task: Task<ImageRecord, any Error>
         if let existing = running[key] {
             task = existing
+            callers[key, default: 1] += 1
         } else {
+            callers[key] = 1
             task = Task.detached { try await start() }
             running[key] = task
             Task { [weak self] in
@@ -42,8 +46,14 @@ actor PullCoordinator {
 
     func isRunning(_ key: Key) -> Bool { running[key] != nil }
 
+    /// How many calls have asked for the running pull of `key` (0 when none runs).
+    func callerCount(_ key: Key) -> Int { running[key] == nil ? 0 : callers[key] ?? 0 }
+
     private func finished(_ key: Key, _ task: Task<ImageRecord, any Error>) {
-        if running[key] == task { running[key] = nil }
+        if running[key] == task {
+            running[key] = nil
+            callers[key] = nil
+        }
     }
 
     /// `await task.value` ignores the waiter's cancellation; this returns at once when the

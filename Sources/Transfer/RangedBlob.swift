@@ -93,7 +93,7 @@ public final class RangedBlob: Sendable {
     }
 
     /// Fetches every chunk with `streams` concurrent requests and checks the digest.
-    public func fetchAll(client: RegistryClient, endpoints: [Endpoint], reference: Reference, streams: Int,
+    public func fetchAll(client: any RangeSource, endpoints: [Endpoint], reference: Reference, streams: Int,
                          onBytes: (@Sendable (Int64) -> Void)? = nil) async throws {
         let hashing = startHashing()
         try await RangedFetch(blobs: [self], client: client, endpoints: endpoints, reference: reference, onBytes: onBytes)
@@ -150,7 +150,7 @@ public final class RangedBlob: Sendable {
 
     /// One request for `chunks`; each chunk is marked present as soon as its last byte is
     /// written, so a reader waiting for the first chunk of a long request is not held up.
-    func fetch(_ wanted: Range<Int>, client: RegistryClient, endpoints: [Endpoint], reference: Reference) async throws {
+    func fetch(_ wanted: Range<Int>, client: any RangeSource, endpoints: [Endpoint], reference: Reference) async throws {
         var next = wanted.lowerBound
         do {
             try await client.readRange(descriptor, range(of: wanted), from: endpoints, reference: reference) { bytes, offset in

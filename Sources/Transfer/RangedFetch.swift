@@ -8,7 +8,7 @@ import Synchronization
 /// blobs, so a read in the last layer is not queued behind the first layer's download.
 public struct RangedFetch: Sendable {
     let blobs: [RangedBlob]
-    let client: RegistryClient
+    let client: any RangeSource
     let endpoints: [Endpoint]
     let reference: Reference
     var onBytes: (@Sendable (Int64) -> Void)?
@@ -64,7 +64,7 @@ public struct RangedFetch: Sendable {
         }
     }
 
-    public init(blobs: [RangedBlob], client: RegistryClient, endpoints: [Endpoint], reference: Reference,
+    public init(blobs: [RangedBlob], client: any RangeSource, endpoints: [Endpoint], reference: Reference,
                 signal: Signal = Signal(on: true), onBytes: (@Sendable (Int64) -> Void)? = nil) {
         self.blobs = blobs
         self.client = client

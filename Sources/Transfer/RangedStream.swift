@@ -60,7 +60,7 @@ public final class RangedStream: HashedDownload, Sendable {
 
     /// Fetches every chunk with `streams` concurrent requests while the hasher follows; throws
     /// on a download error or a digest mismatch (naming both digests).
-    public func fetchAll(client: RegistryClient, endpoints: [Endpoint], reference: Reference, streams: Int,
+    public func fetchAll(client: any RangeSource, endpoints: [Endpoint], reference: Reference, streams: Int,
                          onBytes: (@Sendable (Int64) -> Void)?) async throws {
         let hashing = BlockingThreads.task { [self] in hashInOrder() }
         do {
@@ -117,7 +117,7 @@ public final class RangedStream: HashedDownload, Sendable {
         return chunk
     }
 
-    private func fetch(_ chunk: Int, client: RegistryClient, endpoints: [Endpoint], reference: Reference) async throws {
+    private func fetch(_ chunk: Int, client: any RangeSource, endpoints: [Endpoint], reference: Reference) async throws {
         let bounds = range(of: chunk)
         let size = Int(chunkSize)
         let buffer = window.update { window in

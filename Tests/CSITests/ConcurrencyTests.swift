@@ -6,26 +6,39 @@ import Testing
 
 @Suite("KeyedLock")
 struct KeyedLockTests {
-    @Test func oneKeyRunsOneAtATimeOtherKeysInParallel() async throws {
+    /// A second caller of a held key waits for the holder to release it.
+    @Test func oneKeyRunsOneAtATime() async throws {
         let lock = KeyedLock<String>()
-        let active = Locked<[String: Int]>([:])
-        let peak = Locked<[String: Int]>([:])
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0..<12 {
-                let key = i % 2 == 0 ? "a" : "b"
-                group.addTask {
-                    try await lock.withLock(key) {
-                        let now = active.withLock { $0[key, default: 0] += 1; return $0[key, default: 0] }
-                        peak.withLock { $0[key] = max($0[key] ?? 0, now) }
-                        try await Task.sleep(for: .milliseconds(5))
-                        active.withLock { $0[key, default: 0] -= 1 }
-                    }
-                }
+        let order = Locked<[String]>([])
+        let release = PullCoordinatorTests.Gate()
+        let holder = Task {
+            try await lock.withLock("a") {
+                order.withLock { $0.append("first in") }
+                await release.wait()
+                order.withLock { $0.append("first out") }
             }
-            try await group.waitForAll()
         }
-        #expect(peak.withLock { $0 } == ["a": 1, "b": 1])
+        while await !lock.isHeld("a") { await Task.yield() }
+        let second = Task { try await lock.withLock("a") { order.withLock { $0.append("second in") } } }
+        while await lock.queued("a") == 0 { await Task.yield() }
+        #expect(order.withLock { $0 } == ["first in"], "the second caller is queued, not running")
+        release.open()
+        try await holder.value
+        try await second.value
+        #expect(order.withLock { $0 } == ["first in", "first out", "second in"])
         #expect(await !lock.isHeld("a"))
+    }
+
+    /// Another key is taken and released while the first is held (a lock for all keys
+    /// would make this wait for ever: the time limit fails it).
+    @Test(.timeLimit(.minutes(1))) func otherKeysRunInParallel() async throws {
+        let lock = KeyedLock<String>()
+        let inner = try await lock.withLock("a") {
+            try await Task { try await lock.withLock("b") { await lock.isHeld("a") } }.value
+        }
+        #expect(inner, "b ran while a was held")
+        #expect(await !lock.isHeld("a"))
+        #expect(await !lock.isHeld("b"))
     }
 
     @Test func releasedOnError() async {
@@ -64,8 +77,8 @@ struct PullCoordinatorTests {
         }
         async let first = coordinator.pull(key, start: start)
         async let second = coordinator.pull(key, start: start)
-        while await !coordinator.isRunning(key) { await Task.yield() }
-        try await Task.sleep(for: .milliseconds(20))
+        // Both calls have joined before the pull may finish.
+        while await coordinator.callerCount(key) < 2 { await Task.yield() }
         gate.open()
         let results = try await [first, second]
         #expect(results == [Self.record(1), Self.record(1)])
@@ -91,7 +104,7 @@ struct PullCoordinatorTests {
         #expect(await coordinator.isRunning(key), "the pull survives the cancelled call")
 
         let retry = Task { try await coordinator.pull(key, start: start) }
-        try await Task.sleep(for: .milliseconds(20))
+        while await coordinator.callerCount(key) < 2 { await Task.yield() }
         gate.open()
         #expect(try await retry.value == Self.record(2))
         #expect(starts.withLock { $0 } == 1, "the retry joined the running pull")

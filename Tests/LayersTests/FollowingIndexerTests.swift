@@ -1,6 +1,5 @@
 import FileIO
 import Foundation
-
 import Layers
 import Testing
 import TestSupport
@@ -36,16 +35,30 @@ struct FollowingIndexerTests {
         }
     }
 
-    /// A writer abandoned half-way (the decompression failed) gives no index, not half of one.
+    /// A writer abandoned half-way (the decompression failed) gives no index, not half of one,
+    /// even when what it wrote is a valid, shorter tar: here the first 25 of 50 entries and
+    /// the end-of-archive blocks, which the indexer reads to the end without an error.
     @Test func anAbandonedWriterGivesNoIndex() throws {
         try withTempDir { dir in
             let source = dir + "/source.tar"
             try makeTar((0..<50).map { .file("f\($0)", Array(repeating: 1, count: 10_000)) }, at: source)
             let bytes = try Array(Data(contentsOf: URL(fileURLWithPath: source)))
+            let full = try LayerIndexer.index(tarPath: source, layer: "test")
+            let cut = full.entries[24]
+            let end = Int(cut.dataOffset + (cut.size + 511) / 512 * 512)
+            // Zeros to a multiple of 4 MiB (at least the two end-of-archive blocks): every byte is
+            // then in a whole block, which the writer hands to its file before any finish.
+            let padded = (end + 1024 + (4 << 20) - 1) / (4 << 20) * (4 << 20)
+            let shorter = Array(bytes[0..<end]) + [UInt8](repeating: 0, count: padded - end)
+            let alone = dir + "/shorter.tar"
+            try Data(shorter).write(to: URL(fileURLWithPath: alone))
+            #expect(try LayerIndexer.index(tarPath: alone, layer: "test").entries.count == 25,
+                    "the prefix is a valid tar: only the writer's state tells it from a whole layer")
+
             let output = dir + "/written.tar"
             let writer = try BackgroundFileWriter(path: output)
             let indexer = FollowingIndexer(writer: writer, path: output, layer: "test")
-            try bytes[0..<(bytes.count / 2)].withUnsafeBytes { try writer.write($0) }
+            try shorter.withUnsafeBytes { try writer.write($0) }
             writer.abandon()
             #expect(indexer.join() == nil)
         }
