@@ -145,7 +145,7 @@ final class BlockSink: Sendable {
     /// A block of `size` bytes to fill (a free block of another size is replaced); waits
     /// while every block is queued. Throws the writer thread's error.
     func takeFree(size: Int) throws(SystemError) -> UnsafeMutableRawBufferPointer {
-        let taken: Result<UnsafeMutableRawBufferPointer, SystemError> = blocks.wait { blocks in
+        let taken: Result<UnsafeMutableRawBufferPointer, SystemError> = blocks.wait(wake: .none) { blocks in
             if let failure = blocks.failure { return .failure(failure) }
             guard !blocks.free.isEmpty else { return nil }
             let block = blocks.free.removeLast()
@@ -178,7 +178,7 @@ final class BlockSink: Sendable {
 
     /// Waits until every queued block is written.
     func drain() throws(SystemError) {
-        let failure: SystemError?? = blocks.wait { blocks in
+        let failure: SystemError?? = blocks.wait(wake: .none) { blocks in
             if let failure = blocks.failure { return .some(failure) }
             return blocks.queue.isEmpty && !blocks.writing ? .some(nil) : nil
         }
@@ -191,21 +191,21 @@ final class BlockSink: Sendable {
             blocks.stopping = true
             blocks.ended = true
         }
-        blocks.wait { $0.stopped ? () : nil }
+        blocks.wait(wake: .none) { $0.stopped ? () : nil }
     }
 
     /// Every byte is in the file: followers stop waiting.
     func end() { blocks.update { $0.ended = true } }
 
     func waitForBytes(upTo end: Int64) -> Int64 {
-        blocks.wait { blocks in
+        blocks.wait(wake: .none) { blocks in
             blocks.inFile >= end || blocks.ended || blocks.failure != nil ? blocks.inFile : nil
         }
     }
 
     private func run() {
         while true {
-            let next: Block? = blocks.wait { blocks in
+            let next: Block? = blocks.wait(wake: .none) { blocks in
                 if blocks.queue.isEmpty, !blocks.stopping { return nil }
                 if blocks.queue.isEmpty || blocks.failure != nil { return .some(nil) }
                 blocks.writing = true

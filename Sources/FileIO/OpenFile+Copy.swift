@@ -42,8 +42,8 @@ extension OpenFile {
     }
 
     /// Through `buffer` into `direct` (this file reopened with O_DIRECT), so the copy takes
-    /// no page cache: on these VMs, getting 1 GiB of fresh page-cache pages cost 0.25-2.6 s
-    /// of system time from one run to the next, a direct write of it 0.6 s. `start` and the
+    /// no page cache (fresh page-cache pages for a big file cost more system time than the
+    /// direct write, and vary widely from run to run). `start` and the
     /// buffer must be 4 KiB-aligned; the last partial block goes through this descriptor.
     /// Throws `DirectRefused` when the file system turns a direct write down.
     public func copyRangeDirect(from source: OpenFile, at offset: Int64, count: Int64, to start: Int64,

@@ -1,14 +1,16 @@
 import CLinux
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Owns one open file descriptor and closes it exactly once. The only place imgvol keeps raw
 /// descriptors for files it reads and writes.
-public final class OpenFile: @unchecked Sendable {
+public final class OpenFile: Sendable {
     public let fd: Int32
     public let path: String
-    private var closed = false
+    /// Closed by `close` or at deinit, whichever comes first, exactly once.
+    private let closed = Atomic<Bool>(false)
 
     public init(adopting fd: Int32, path: String) {
         self.fd = fd
@@ -35,11 +37,10 @@ public final class OpenFile: @unchecked Sendable {
         return fd < 0 ? nil : OpenFile(adopting: fd, path: path)
     }
 
-    deinit { if !closed { Glibc.close(fd) } }
+    deinit { close() }
 
     public func close() {
-        guard !closed else { return }
-        closed = true
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
         Glibc.close(fd)
     }
 

@@ -33,7 +33,7 @@ public final class FollowingIndexer: Sendable {
     /// Waits for the indexer; call after the writer has finished or failed. nil unless the
     /// writer finished: what an abandoned writer left may parse as a shorter, valid tar.
     public func join() -> LayerIndex? {
-        let index = progress.wait { progress -> LayerIndex?? in
+        let index = progress.wait(wake: .none) { progress -> LayerIndex?? in
             guard case .done(let index) = progress else { return nil }
             return .some(index)
         }

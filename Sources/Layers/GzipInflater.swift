@@ -1,11 +1,9 @@
 import FileIO
 import CISAL
 
-/// Decompresses a gzip stream with ISA-L's inflate. On one of image C's 25 MB layers alone,
-/// `igzip -d` takes 0.057 s and `gzip -d` 0.197 s; inside a pull of C's three layers, where
-/// the decompressor reads what has arrived so far, perf counted 0.17-0.20 CPU-seconds of
-/// ISA-L against 0.26 of zlib.
-/// ISA-L also checks each member's CRC-32, which libarchive's gzip filter skipped.
+/// Decompresses a gzip stream with ISA-L's inflate, which takes a fraction of zlib's CPU time
+/// (docs/performance.md has the figures), and checks each member's CRC-32, which
+/// libarchive's gzip filter skips.
 ///
 /// Compatible with what registries hold: concatenated members (pigz, some builders) are one
 /// stream; zero padding after the last member is ignored; a layer declared gzip that does not

@@ -43,7 +43,8 @@ struct Puller: Sendable {
         let record = plan.record(resolved, diffIDs: diffIDs)
         let tree = try await merger.tree()
         try await ImageCommit.commit(record, resolved: resolved, reference: reference, store: store, logger: logger, tree: tree)
-        ShortLivedProcess.keepUntilExit(tree)
+        // The merger's builder holds the tree's nodes too.
+        ShortLivedProcess.keepUntilExit((merger, tree))
         return record
     }
 

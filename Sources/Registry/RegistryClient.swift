@@ -69,23 +69,23 @@ public final class RegistryClient: Sendable {
     func send(_ method: HTTPMethod, _ path: String, on endpoint: Endpoint, headers: HTTPHeaders = [:],
               timeout: TimeAmount = .seconds(90)) async throws -> HTTPClientResponse {
         let base = try await baseURL(for: endpoint)
-        var authorization = await state.authorization(for: endpoint)
-        for attempt in 0..<2 {
+        func execute(_ authorization: String?) async throws -> HTTPClientResponse {
             var request = HTTPClientRequest(url: base + path)
             request.method = method
             request.headers = headers
             request.headers.replaceOrAdd(name: "User-Agent", value: options.userAgent)
             if let authorization { request.headers.replaceOrAdd(name: "Authorization", value: authorization) }
-            let response = try await client(for: endpoint).execute(request, timeout: timeout)
-            guard response.status == .unauthorized, attempt == 0 else { return response }
-            let challenge = response.headers.first(name: "WWW-Authenticate").flatMap(AuthChallenge.init(header:))
-            _ = try? await response.body.collect(upTo: 1 << 16)
-            guard let challenge else { return response }
-            authorization = try await authorize(endpoint, challenge: challenge)
-            await state.setAuthorization(authorization, for: endpoint)
-            if authorization == nil { return response }
+            return try await client(for: endpoint).execute(request, timeout: timeout)
         }
-        throw RegistryError(.unauthorized, "authentication to \(endpoint.registry) failed")
+        let response = try await execute(await state.authorization(for: endpoint))
+        // A 401 with a challenge: authorize as it asks, once, and send again.
+        guard response.status == .unauthorized,
+              let challenge = response.headers.first(name: "WWW-Authenticate").flatMap(AuthChallenge.init(header:)) else { return response }
+        _ = try? await response.body.collect(upTo: 1 << 16)
+        let authorization = try await authorize(endpoint, challenge: challenge)
+        await state.setAuthorization(authorization, for: endpoint)
+        guard authorization != nil else { return response }
+        return try await execute(authorization)
     }
 
     func client(for endpoint: Endpoint) -> HTTPClient {

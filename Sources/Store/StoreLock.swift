@@ -10,7 +10,10 @@ public final class StoreLock: Sendable {
 
     init(handle: OpenFile) { self.handle = handle }
 
-    /// Waits without blocking a thread of the cooperative pool: polls with a short sleep.
+    /// Waits without blocking a thread of the cooperative pool: tries again with a growing
+    /// delay. The holder is usually another process, and the only event for its release is
+    /// a blocking flock, which would hold a thread for as long as the other pull runs and
+    /// could not be cancelled.
     static func acquire(path: String, exclusive: Bool) async throws -> StoreLock {
         let handle = try OpenFile(path: path, flags: O_RDWR | O_CREAT, mode: 0o600)
         var delay: UInt64 = 5_000_000

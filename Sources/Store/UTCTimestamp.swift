@@ -4,7 +4,7 @@ import Glibc
 
 /// "2026-11-27T13:59:00Z", the form ISO8601DateFormatter writes, for records (pulled,
 /// mounted, published). Not ISO8601DateFormatter itself: its first use loads ICU's time zone
-/// data, 20-30 ms of a cold `imgvol mount`, to format a time that is always UTC.
+/// data, a noticeable part of a cold `imgvol mount`, to format a time that is always UTC.
 public enum UTCTimestamp {
     public static func now() -> String {
         var seconds = time(nil)

@@ -178,7 +178,7 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
     /// Blocks until bytes beyond `offset` exist; returns how many are readable (0 at the end).
     func waitForBytes(after offset: Int64, generation seen: Int) throws -> Int64 {
         enum Found { case bytes(Int64), restarted, failed(any Error) }
-        let found: Found = shared.wait { shared in
+        let found: Found = shared.wait(wake: .none) { shared in
             if shared.generation != seen { return .restarted }
             if let failure = shared.failure { return .failed(failure) }
             if shared.length > offset { return .bytes(shared.length - offset) }
@@ -194,7 +194,7 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
     /// Reads for the follower: from a retained block when it holds `offset` (blocks before
     /// it are let go), else from the file.
     func readFollowing(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws -> Int {
-        let copied: Int? = shared.update { shared in
+        let copied: Int? = shared.update(wake: .none) { shared in
             shared.release(before: offset)
             guard let held = shared.retained.first, held.start <= offset else { return nil }
             let from = Int(offset - held.start)

@@ -68,7 +68,7 @@ public final class PipedBlob: BlobSink, Sendable {
 
     /// Waits for every byte received to be hashed (by the reader, or here once it is gone).
     public func digest() -> Digest {
-        let readerGone = queue.wait { queue in queue.hashed == queue.received ? queue.readerGone : nil }
+        let readerGone = queue.wait(wake: .none) { queue in queue.hashed == queue.received ? queue.readerGone : nil }
         return readerGone ? queue.read { $0.hasher.finalize() } : readerHasher.read { $0.finalize() }
     }
 

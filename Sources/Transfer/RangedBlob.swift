@@ -79,7 +79,7 @@ public final class RangedBlob: Sendable {
             return !missing.isEmpty
         }
         if asked { signal?.ring() }
-        return chunks.wait { chunks in
+        return chunks.wait(wake: .none) { chunks in
             if chunks.failure != nil { return false }
             return (first...last).allSatisfy({ chunks.present[$0] }) ? true : nil
         }
@@ -185,7 +185,7 @@ public final class RangedBlob: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunkSize), alignment: 64)
         defer { buffer.deallocate() }
         for chunk in 0..<chunkCount {
-            let arrived = chunks.wait { chunks in chunks.failure != nil ? false : (chunks.present[chunk] ? true : nil) }
+            let arrived = chunks.wait(wake: .none) { chunks in chunks.failure != nil ? false : (chunks.present[chunk] ? true : nil) }
             guard arrived else { return nil }
             let start = Int64(chunk) * chunkSize
             let length = Int(min(chunkSize, descriptor.size - start))

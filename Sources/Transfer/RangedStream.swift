@@ -120,7 +120,7 @@ public final class RangedStream: HashedDownload, Sendable {
     private func fetch(_ chunk: Int, client: any RangeSource, endpoints: [Endpoint], reference: Reference) async throws {
         let bounds = range(of: chunk)
         let size = Int(chunkSize)
-        let buffer = window.update { window in
+        let buffer = window.update(wake: .none) { window in
             let buffer = window.spare.popLast() ?? .allocate(byteCount: size, alignment: 4096)
             window.chunks[chunk] = buffer
             return buffer
@@ -135,7 +135,7 @@ public final class RangedStream: HashedDownload, Sendable {
     /// Waits for chunk `index`; nil once the stream has failed.
     private func waitFor(_ index: Int) -> UnsafeRawBufferPointer? {
         let length = range(of: index).count
-        let buffer: UnsafeMutableRawBufferPointer?? = window.wait { window in
+        let buffer: UnsafeMutableRawBufferPointer?? = window.wait(wake: .none) { window in
             if window.failure != nil { return .some(nil) }
             return window.present[index] ? .some(window.chunks[index]) : nil
         }

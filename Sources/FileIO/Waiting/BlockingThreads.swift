@@ -43,7 +43,8 @@ public enum BlockingThreads {
 
     /// Starts `job` on a blocking thread; whoever needs its end waits for it on their own terms.
     public static func start(_ job: @escaping @Sendable () -> Void) throws(SystemError) {
-        let spawn: Bool? = pool.update { pool in
+        // Idle threads all wait for a job: one is woken for this one.
+        let spawn: Bool? = pool.update(wake: .one) { pool in
             if pool.idle > 0 {
                 pool.idle -= 1
                 pool.jobs.append(job)
@@ -65,7 +66,7 @@ public enum BlockingThreads {
         var job = first
         while true {
             job()
-            let stays = pool.update { pool in
+            let stays = pool.update(wake: .none) { pool in
                 guard pool.idle < keptIdle else {
                     pool.threads -= 1
                     return false
@@ -74,7 +75,7 @@ public enum BlockingThreads {
                 return true
             }
             guard stays else { return }
-            job = pool.wait { pool in pool.jobs.isEmpty ? nil : pool.jobs.removeFirst() }
+            job = pool.wait(wake: .none) { pool in pool.jobs.isEmpty ? nil : pool.jobs.removeFirst() }
         }
     }
 }

@@ -3,8 +3,9 @@ import Foundation
 /// State that threads and tasks share, guarded by one lock, with a way to wait until it is in
 /// a given condition: the one blocking primitive behind imgvol's byte windows, block queues
 /// and work stacks. A thread blocks in `wait(until:)`; a task suspends in `next(_:)` without
-/// holding a thread of the cooperative pool. Every `update` (and every wait that changed the
-/// state) wakes every waiter to look again.
+/// holding a thread of the cooperative pool. An `update` (and a wait that changed the state)
+/// wakes every waiter to look again, unless it says that one (all waiting for the same kind
+/// of thing, such as work) or none can go on.
 ///
 /// Unchecked: `state`, `suspended` and `nextID` are touched only with `condition` held. Bodies
 /// run with it held: they must not block or call back into the monitor.
@@ -22,13 +23,24 @@ public final class Monitor<State>: @unchecked Sendable {
 
     public init(_ state: State) { self.state = state }
 
-    /// Changes the state and wakes every waiter.
+    /// Whom a change lets go on.
+    public enum Wake: Sendable {
+        /// Anyone: every waiter looks again.
+        case all
+        /// One blocked thread, when every thread waits for the same kind of thing (a job, a
+        /// free block) and this change gives one of them what it waits for.
+        case one
+        /// No one: the change cannot end any wait (a job taken, a counter that nobody waits on).
+        case none
+    }
+
+    /// Changes the state and wakes whom `wake` says.
     @discardableResult
-    public func update<R>(_ body: (inout State) throws -> R) rethrows -> R {
+    public func update<R>(wake: Wake = .all, _ body: (inout State) throws -> R) rethrows -> R {
         condition.lock()
         defer { condition.unlock() }
         let result = try body(&state)
-        wakeAll()
+        self.wake(wake)
         return result
     }
 
@@ -40,13 +52,13 @@ public final class Monitor<State>: @unchecked Sendable {
     }
 
     /// Blocks this thread until `body` gives a value. `body` may change the state as it takes
-    /// its value; the other waiters are then woken.
-    public func wait<R>(until body: (inout State) throws -> R?) rethrows -> R {
+    /// its value; whom that lets go on is woken as `wake` says.
+    public func wait<R>(wake: Wake = .all, until body: (inout State) throws -> R?) rethrows -> R {
         condition.lock()
         defer { condition.unlock() }
         while true {
             if let value = try body(&state) {
-                wakeAll()
+                self.wake(wake)
                 return value
             }
             condition.wait()
@@ -66,7 +78,7 @@ public final class Monitor<State>: @unchecked Sendable {
                     return
                 }
                 if let value = body(&state) {
-                    wakeAll()
+                    wake(.all)
                     continuation.resume(returning: value)
                     return
                 }
@@ -96,7 +108,8 @@ public final class Monitor<State>: @unchecked Sendable {
     /// Lets every suspended task whose condition now holds go on (each may change the state
     /// for the next), then wakes the blocked threads. Called with the lock held; resuming a
     /// continuation only schedules its task.
-    private func wakeAll() {
+    private func wake(_ whom: Wake) {
+        if whom == .none { return }
         var resumedOne = !suspended.isEmpty
         while resumedOne {
             resumedOne = false
@@ -106,6 +119,6 @@ public final class Monitor<State>: @unchecked Sendable {
                 resumedOne = true
             }
         }
-        condition.broadcast()
+        if whom == .one { condition.signal() } else { condition.broadcast() }
     }
 }

@@ -8,8 +8,8 @@ import Glibc
 #endif
 
 /// Copies regular files' bytes out of the layer tars (or the files stored apart beside them)
-/// into files `unpack` has just created. One per writer thread, which alone uses it (and its
-/// buffer): hence unchecked.
+/// into files `unpack` has just created. Unchecked: one per writer thread, which alone uses
+/// it and its buffer; there is no lock.
 final class FileContentCopier: @unchecked Sendable {
     /// Files smaller than this are copied with pread/write through a buffer: for them,
     /// copy_file_range's in-kernel splice setup costs more than the copy.

@@ -12,8 +12,8 @@ import Glibc
 /// A plan, then two passes. The plan (`UnpackPlan`) goes over the tree in path order and
 /// decides which names of a hard-linked inode are links. The first pass creates directories,
 /// symlinks, fifos and regular files with their bytes, one directory per job on a few
-/// threads (`CreationPool`): creating many small files is the cost (21,000 files in 3,758
-/// directories: 1.6 s on one thread), and the file system takes creations in different
+/// threads (`CreationPool`): creating many small files is the cost, and the file system takes
+/// creations in different
 /// directories in parallel. The second (`SecondPass`), after the first is done, makes the
 /// hard links and sets each directory's owner, mode and times, children first, since
 /// creating an entry changes its directory's mtime; it reopens directories beneath the

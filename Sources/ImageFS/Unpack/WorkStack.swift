@@ -41,7 +41,7 @@ final class WorkStack<Job: Sendable>: Sendable {
                 }
             }
         }
-        let failure: (any Error)?? = jobs.wait { jobs in jobs.running == 0 ? .some(jobs.failure) : nil }
+        let failure: (any Error)?? = jobs.wait(wake: .none) { jobs in jobs.running == 0 ? .some(jobs.failure) : nil }
         if let failure, let failure { throw failure }
     }
 
@@ -49,7 +49,8 @@ final class WorkStack<Job: Sendable>: Sendable {
     /// does the job itself (or drops it).
     func offer(_ job: Job) -> Bool {
         let capacity = self.capacity
-        return jobs.update { jobs in
+        // Every thread that waits (but the one in `run`) waits for a job: one is enough.
+        return jobs.update(wake: .one) { jobs in
             guard jobs.failure == nil, jobs.stack.count < capacity else { return false }
             jobs.stack.append(job)
             jobs.outstanding += 1
@@ -63,7 +64,7 @@ final class WorkStack<Job: Sendable>: Sendable {
     private func loop(_ work: @Sendable (Job) throws -> Void) {
         while true {
             // .some(nil): nothing is left to do.
-            let taken: (job: Job, skip: Bool)?? = jobs.wait { jobs in
+            let taken: (job: Job, skip: Bool)?? = jobs.wait(wake: .none) { jobs in
                 if let job = jobs.stack.popLast() { return .some((job, jobs.failure != nil)) }
                 return jobs.outstanding > 0 ? nil : .some(nil)
             }
@@ -74,10 +75,13 @@ final class WorkStack<Job: Sendable>: Sendable {
             } else {
                 do { try work(job) } catch let e { error = e }
             }
-            jobs.update { jobs in
+            // Only the last job's end (the pass is over) or a failure can end a wait.
+            let over = jobs.update(wake: .none) { jobs in
                 if let error, jobs.failure == nil { jobs.failure = error }
                 jobs.outstanding -= 1
+                return jobs.outstanding == 0
             }
+            if over { jobs.update { _ in } }
         }
         jobs.update { $0.running -= 1 }
     }
