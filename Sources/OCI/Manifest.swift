@@ -70,7 +70,7 @@ public enum ManifestDocument: Sendable {
     /// Decodes by media type (from the response header, else the document's own field).
     public static func decode(_ bytes: [UInt8], contentType: String?) throws(OCIError) -> ManifestDocument {
         let declared = try JSONCoding.decode(Probe.self, from: bytes, what: "manifest").mediaType
-        var type = contentType.map { String($0.split(separator: ";")[0]).trimmingSpaces } ?? ""
+        var type = mediaType(fromContentType: contentType)
         if type.isEmpty || type == "application/json" || type == "text/plain" { type = declared ?? "" }
         if type.isEmpty { type = declared ?? MediaType.ociManifest }
         if MediaType.isSchema1(type) || (try? JSONCoding.decode(Probe.self, from: bytes, what: "manifest").schemaVersion) == 1 {
@@ -85,6 +85,14 @@ public enum ManifestDocument: Sendable {
         throw OCIError(.unsupportedMediaType, type, "expected an OCI or Docker image manifest or index")
     }
 
+    /// The media type part of a `Content-Type` header, without parameters; "" when the header
+    /// has none (absent, empty, or only parameters such as `; charset=x`), so the document's
+    /// own `mediaType` decides. Any header text is accepted: a registry must not crash us.
+    static func mediaType(fromContentType header: String?) -> String {
+        guard let header, let head = header.split(separator: ";", omittingEmptySubsequences: false).first else { return "" }
+        return String(head).trimmingSpaces
+    }
+
     private struct Probe: Decodable {
         var mediaType: String?
         var schemaVersion: Int?
@@ -94,8 +102,8 @@ public enum ManifestDocument: Sendable {
 extension String {
     var trimmingSpaces: String {
         var s = Substring(self)
-        while s.first == " " { s = s.dropFirst() }
-        while s.last == " " { s = s.dropLast() }
+        while s.first == " " || s.first == "\t" { s = s.dropFirst() }
+        while s.last == " " || s.last == "\t" { s = s.dropLast() }
         return String(s)
     }
 }

@@ -136,6 +136,35 @@ struct ManifestDocumentTests {
         }
     }
 
+    /// A registry controls the header: nothing it sends may trap (an empty split used to).
+    @Test("odd Content-Type headers fall back to the document's mediaType",
+          arguments: ["", ";", " ; charset=x", ";;;", " ", "\t;", "garbage", "\u{0}\u{FF}x;y=z", "; application/vnd.oci.image.index.v1+json"])
+    func oddContentType(header: String) throws {
+        let bytes = manifestJSON(mediaType: MediaType.ociManifest, configType: MediaType.ociConfig, layerType: MediaType.ociLayerGzip)
+        do {
+            guard case .image = try ManifestDocument.decode(bytes, contentType: header) else {
+                Issue.record("\(header.debugDescription) did not give an image manifest")
+                return
+            }
+        } catch {
+            // Garbage is an unsupported type, reported, not a crash.
+            #expect(error.kind == .unsupportedMediaType, "\(header.debugDescription): \(error)")
+        }
+    }
+
+    @Test("garbage bodies under odd headers are errors, not traps",
+          arguments: ["", ";", " ; charset=x", "garbage", MediaType.ociIndex])
+    func garbageBody(header: String) {
+        for body in [[], [0xFF, 0xFE, 0x00], Array("{".utf8), Array("\"x\"".utf8), Array("{\"schemaVersion\": \"two\"}".utf8)] as [[UInt8]] {
+            do {
+                _ = try ManifestDocument.decode(body, contentType: header)
+                Issue.record("accepted \(body) under \(header.debugDescription)")
+            } catch {
+                #expect(error.kind == .invalidDocument || error.kind == .unsupportedMediaType)
+            }
+        }
+    }
+
     @Test func layerCompressionFromMediaType() {
         #expect(LayerCompression(layerMediaType: MediaType.ociLayer) == LayerCompression.none)
         #expect(LayerCompression(layerMediaType: MediaType.ociLayerGzip) == .gzip)
