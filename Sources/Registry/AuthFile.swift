@@ -70,6 +70,21 @@ public struct AuthFile: Sendable {
         return nil
     }
 
+    /// An explicitly given `--authfile` is checked before any request, as podman does: a typo in
+    /// its path or a broken file must not go unnoticed just because the registry is anonymous.
+    public func validate() throws(RegistryError) {
+        for path in paths {
+            guard FileSystem.exists(path) else {
+                throw RegistryError(.invalidConfiguration, "auth file \(path) does not exist; check the --authfile path")
+            }
+            do {
+                _ = try JSONDecoder().decode(Document.self, from: Data(try FileSystem.readFile(path)))
+            } catch {
+                throw RegistryError(.invalidConfiguration, "auth file \(path) is not valid auth.json (expected {\"auths\": {\"REGISTRY\": {\"auth\": \"base64(user:password)\"}}})")
+            }
+        }
+    }
+
     static func keys(registry: String, repository: String) -> [String] {
         var keys: [String] = []
         var parts = repository.split(separator: "/").map(String.init)

@@ -45,11 +45,63 @@ public struct RegistriesConf: Sendable, Equatable {
     public init(toml: String, path: String) throws(RegistryError) {
         do {
             registries = try TOMLDecoder().decode(Document.self, from: toml).registry ?? []
+        } catch let error as DecodingError {
+            throw RegistryError(.invalidConfiguration, "registries.conf \(path): \(Self.explain(error))")
         } catch {
-            throw RegistryError(.invalidConfiguration, "registries.conf \(path) is not valid: \(error)")
+            throw RegistryError(.invalidConfiguration, "registries.conf \(path) is not valid TOML: \(error)")
         }
         for r in registries where (r.prefix ?? r.location ?? "").isEmpty {
             throw RegistryError(.invalidConfiguration, "registries.conf \(path): a [[registry]] needs a prefix or a location")
+        }
+    }
+
+    /// Which key holds what, and what was expected there, in TOML's words: Swift's
+    /// `DecodingError` text names Swift types and says "not found" for a key of the wrong type
+    /// (TOMLKit reports a mismatch that way).
+    static func explain(_ error: DecodingError) -> String {
+        func path(_ keys: [any CodingKey]) -> String {
+            var text = ""
+            for key in keys {
+                if let index = key.intValue { text += "[\(index)]" } else { text += (text.isEmpty ? "" : ".") + key.stringValue }
+            }
+            return text
+        }
+        /// The Swift type TOMLKit says it wanted (`A "Bool" does not exist…`, `Expected a TOMLArray…`).
+        func wanted(_ description: String) -> String? {
+            for marker in ["A \"", "Expected a "] {
+                guard let start = description.range(of: marker)?.upperBound else { continue }
+                let rest = description[start...]
+                return String(rest.prefix { $0 != "\"" && $0 != " " })
+            }
+            return nil
+        }
+        func toml(_ swiftType: String) -> String {
+            switch swiftType {
+            case "Bool": "a boolean (true or false)"
+            case "String": "a string in quotes"
+            case "Int", "Int64", "Double": "a number"
+            case "TOMLArray", "Array": "an array (for tables: [[registry]] or [[registry.mirror]])"
+            case "TOMLTable", "Dictionary": "a table"
+            default: "a \(swiftType)"
+            }
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            // TOMLKit's path already ends with the key; Foundation's does not.
+            let keys = context.codingPath.last?.stringValue == key.stringValue ? context.codingPath : context.codingPath + [key]
+            let at = path(keys)
+            if let type = wanted(context.debugDescription) { return "key \(at) must be \(toml(type))" }
+            return "key \(at) is missing"
+        case .typeMismatch(let type, let context):
+            let found = context.debugDescription.range(of: "found ").map { " (found " + context.debugDescription[$0.upperBound...].replacingOccurrences(of: " instead", with: "").trimmingSuffix(".") + ")" } ?? ""
+            let at = path(context.codingPath)
+            return "key \(at.isEmpty ? "(top level)" : at) must be \(toml(wanted(context.debugDescription) ?? String(describing: type)))\(found)"
+        case .valueNotFound(let type, let context):
+            return "key \(path(context.codingPath)) must be \(toml(String(describing: type)))"
+        case .dataCorrupted(let context):
+            return "key \(path(context.codingPath)): \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
         }
     }
 

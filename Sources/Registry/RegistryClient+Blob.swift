@@ -15,16 +15,16 @@ public protocol BlobSink: AnyObject, Sendable {
 
 extension RegistryClient {
     /// Fetches a small blob (a config) into memory, checked against its descriptor.
-    public func fetchBlob(_ descriptor: Descriptor, from endpoints: [Endpoint], reference: Reference, limit: Int = 64 << 20) async throws -> [UInt8] {
-        guard descriptor.size <= limit else {
-            throw RegistryError(.badResponse, "blob \(descriptor.digest) of \(reference) is \(descriptor.size) bytes; more than the \(limit) allowed for a config")
+    public func fetchBlob(_ descriptor: Descriptor, from endpoints: [Endpoint], reference: Reference, limit: SizeLimit = .config) async throws -> [UInt8] {
+        guard descriptor.size <= limit.bytes else {
+            throw limit.exceeded("blob \(descriptor.digest) of \(reference) (its descriptor)", registry: endpoints.last?.registry ?? reference.registry, size: descriptor.size)
         }
         return try await eachEndpoint(endpoints, reference: reference) { endpoint in
-            try await withRetries("fetching blob \(descriptor.digest)") {
+            try await withRetries("fetching blob \(descriptor.digest)", on: endpoint) {
                 let response = try await openBlob(descriptor.digest, endpoint: endpoint, offset: 0)
                 guard response.status == .ok else { throw await failure(response, "blob \(descriptor.digest) of \(reference)", endpoint: endpoint) }
-                let body = try await response.body.collect(upTo: Int(descriptor.size) + 1)
-                let bytes = body.getBytes(at: body.readerIndex, length: body.readableBytes) ?? []
+                // One byte past the descriptor's size is enough to know it lies: verify says so.
+                let bytes = try await Self.collect(response, bound: Int(descriptor.size) + 1).bytes
                 try Self.verify(count: Int64(bytes.count), digest: Digest.of(bytes), against: descriptor, reference: reference)
                 return bytes
             }
@@ -35,7 +35,7 @@ extension RegistryClient {
     /// a dropped connection, and checks size and digest at the end.
     public func download(_ descriptor: Descriptor, from endpoints: [Endpoint], reference: Reference, into sink: any BlobSink) async throws {
         try await eachEndpoint(endpoints, reference: reference) { endpoint in
-            try await withRetries("downloading \(descriptor.digest)") {
+            try await withRetries("downloading \(descriptor.digest)", on: endpoint) {
                 try await downloadOnce(descriptor, endpoint: endpoint, reference: reference, sink: sink)
             }
         }
@@ -95,7 +95,7 @@ extension RegistryClient {
             request.headers = headers
             request.headers.add(name: "User-Agent", value: options.userAgent)
             // The deadline covers the response head only; the body is bounded by the read timeout.
-            response = try await client(for: endpoint).execute(request, timeout: .seconds(90))
+            response = try await client(for: endpoint).execute(request, timeout: headDeadline)
         }
         return response
     }
@@ -108,7 +108,7 @@ extension RegistryClient {
         guard !range.isEmpty else { return }
         var position = range.lowerBound
         try await eachEndpoint(endpoints, reference: reference) { endpoint in
-            try await withRetries("reading bytes \(range.lowerBound)-\(range.upperBound) of \(descriptor.digest)") {
+            try await withRetries("reading bytes \(range.lowerBound)-\(range.upperBound) of \(descriptor.digest)", on: endpoint) {
                 guard position < range.upperBound else { return }
                 let response = try await openBlob(descriptor.digest, endpoint: endpoint, offset: position, end: range.upperBound)
                 switch response.status {

@@ -14,8 +14,6 @@ public struct FetchedManifest: Sendable {
 }
 
 extension RegistryClient {
-    static let maxManifestSize = 4 << 20
-
     /// Fetches `reference` (by digest when pinned, else by tag), trying mirrors first.
     public func fetchManifest(_ reference: Reference, digest pinned: Digest? = nil) async throws -> FetchedManifest {
         let wanted = pinned ?? reference.digest
@@ -23,7 +21,7 @@ extension RegistryClient {
         var lastError: (any Error)?
         for endpoint in try endpoints(for: wanted.map { reference.withDigest($0) } ?? reference) {
             do {
-                return try await withRetries("fetching manifest \(reference)") {
+                return try await withRetries("fetching manifest \(reference)", on: endpoint) {
                     try await fetchManifest(tagOrDigest, expected: wanted, endpoint: endpoint, reference: reference)
                 }
             } catch let error as RegistryError where endpoint.isMirror {
@@ -45,8 +43,7 @@ extension RegistryClient {
             }
             throw error
         }
-        let body = try await response.body.collect(upTo: Self.maxManifestSize)
-        let bytes = body.getBytes(at: body.readerIndex, length: body.readableBytes) ?? []
+        let bytes = try await Self.collect(response, limit: .manifest, "manifest \(tagOrDigest) of \(reference)", registry: endpoint.registry)
         let actual = Digest.of(bytes)
         if let expected, actual != expected {
             throw RegistryError(.digestMismatch, "manifest of \(reference) from \(endpoint.registry) does not match its digest: expected \(expected), got \(actual)")

@@ -38,14 +38,17 @@ extension RegistryClient {
         var request = HTTPClientRequest(url: url)
         request.headers.add(name: "User-Agent", value: options.userAgent)
         if let credentials { request.headers.add(name: "Authorization", value: credentials.basicAuthorization) }
-        let response = try await client(for: endpoint).execute(request, timeout: .seconds(60))
-        let body = try await response.body.collect(upTo: 1 << 20)
+        let response = try await client(for: endpoint).execute(request, timeout: headDeadline)
+        let tokenService = "token response of \(components.host ?? realm) for \(endpoint.repository)"
+        let bytes = try await Self.collect(response, limit: .tokenResponse, tokenService, registry: endpoint.registry)
         switch response.status.code {
         case 200:
             break
         case 401, 403:
-            let who = credentials == nil ? "anonymous access was refused" : "the credentials were rejected"
-            throw RegistryError(.unauthorized, "authentication to \(endpoint.registry) for \(endpoint.repository) failed: \(who); pass --creds USER:PASS or --authfile FILE")
+            if credentials != nil {
+                throw RegistryError(.unauthorized, "\(endpoint.registry) refused the credentials \(credentialSource) for \(endpoint.repository); check the user name and password")
+            }
+            throw RegistryError(.unauthorized, "authentication to \(endpoint.registry) for \(endpoint.repository) failed: anonymous access was refused; pass --creds USER:PASS or --authfile FILE")
         default:
             throw RegistryError(.network, "token service \(components.host ?? realm) answered HTTP \(response.status.code)")
         }
@@ -53,7 +56,6 @@ extension RegistryClient {
             var token: String?
             var access_token: String?
         }
-        let bytes = body.getBytes(at: body.readerIndex, length: body.readableBytes) ?? []
         guard let parsed = try? JSONDecoder().decode(TokenResponse.self, from: Data(bytes)),
               let token = parsed.token ?? parsed.access_token, !token.isEmpty else {
             throw RegistryError(.badResponse, "token service for \(endpoint.registry) returned no token")

@@ -20,8 +20,11 @@ public final class RegistryClient: Sendable {
         public var authFileExplicit = false
         public var registriesConf = RegistriesConf()
         public var userAgent = "imgvol/\(ImgvolVersion.current)"
-        /// Attempts per request before a transient failure is final.
+        /// Attempts per request before a transient failure is final (`--retry-times` + 1).
         public var maxAttempts = 6
+        /// `--timeout`: silence allowed between two reads of an answer (and, capped by
+        /// `RequestTimeout.defaultConnect`, for connecting and the TLS handshake).
+        public var timeout: TimeAmount = RequestTimeout.defaultIdle
 
         public init() {}
     }
@@ -35,7 +38,9 @@ public final class RegistryClient: Sendable {
     public init(options: Options, logger: Logger) {
         self.options = options
         self.logger = logger
-        let timeout = HTTPClient.Configuration.Timeout(connect: .seconds(5), read: .seconds(60))
+        // AsyncHTTPClient's connect deadline covers the TLS handshake too; `read` is the idle
+        // timeout between two reads, so a slow but moving blob stream is never cut.
+        let timeout = HTTPClient.Configuration.Timeout(connect: min(options.timeout, RequestTimeout.defaultConnect), read: options.timeout)
         var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(30))
         pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 16
         var verified = HTTPClient.Configuration(redirectConfiguration: .disallow, timeout: timeout, connectionPool: pool)
@@ -67,7 +72,8 @@ public final class RegistryClient: Sendable {
     /// A request to `path` (under `/v2/`) on `endpoint`, with auth and scheme negotiation.
     /// Non-success statuses are returned, not thrown; callers decide what each means.
     func send(_ method: HTTPMethod, _ path: String, on endpoint: Endpoint, headers: HTTPHeaders = [:],
-              timeout: TimeAmount = .seconds(90)) async throws -> HTTPClientResponse {
+              timeout: TimeAmount? = nil) async throws -> HTTPClientResponse {
+        let timeout = timeout ?? headDeadline
         let base = try await baseURL(for: endpoint)
         func execute(_ authorization: String?) async throws -> HTTPClientResponse {
             var request = HTTPClientRequest(url: base + path)
@@ -79,13 +85,28 @@ public final class RegistryClient: Sendable {
         }
         let response = try await execute(await state.authorization(for: endpoint))
         // A 401 with a challenge: authorize as it asks, once, and send again.
-        guard response.status == .unauthorized,
-              let challenge = response.headers.first(name: "WWW-Authenticate").flatMap(AuthChallenge.init(header:)) else { return response }
+        guard response.status == .unauthorized, let header = response.headers.first(name: "WWW-Authenticate") else { return response }
+        guard header.utf8.count <= SizeLimit.authChallenge.bytes else {
+            throw SizeLimit.authChallenge.exceeded("the challenge for \(endpoint.repository)", registry: endpoint.registry, size: Int64(header.utf8.count))
+        }
+        guard let challenge = AuthChallenge(header: header) else { return response }
         _ = try? await response.body.collect(upTo: 1 << 16)
         let authorization = try await authorize(endpoint, challenge: challenge)
         await state.setAuthorization(authorization, for: endpoint)
-        guard authorization != nil else { return response }
-        return try await execute(authorization)
+        guard let authorization else { return response }
+        let retried = try await execute(authorization)
+        // Credentials were sent and refused: say so, not "authentication required".
+        if retried.status == .unauthorized, authorization.hasPrefix("Basic ") {
+            _ = try? await retried.body.collect(upTo: 1 << 16)
+            throw RegistryError(.unauthorized, "\(endpoint.registry) refused the credentials \(credentialSource) for \(endpoint.repository); check the user name and password")
+        }
+        return retried
+    }
+
+    /// Where the credentials came from, for messages (never the credentials themselves).
+    var credentialSource: String {
+        if options.credentials != nil { return "given with --creds" }
+        return options.authFileExplicit ? "from --authfile \(options.authFile.paths.joined(separator: ", "))" : "from the auth file"
     }
 
     func client(for endpoint: Endpoint) -> HTTPClient {
@@ -106,11 +127,12 @@ public final class RegistryClient: Sendable {
     private func probeScheme(_ host: String) async throws -> String {
         let client = unverifiedClient
         let agent = options.userAgent
+        let deadline = options.timeout
         @Sendable func probe(_ scheme: String) async -> Result<String, any Error> {
             var request = HTTPClientRequest(url: "\(scheme)://\(host)/v2/")
             request.headers.add(name: "User-Agent", value: agent)
             do {
-                let response = try await client.execute(request, timeout: .seconds(30))
+                let response = try await client.execute(request, timeout: deadline)
                 _ = try? await response.body.collect(upTo: 1 << 16)
                 return .success(scheme)
             } catch {
@@ -122,6 +144,7 @@ public final class RegistryClient: Sendable {
             group.addTask { await probe("http") }
             // One port speaks TLS or it does not: the first scheme that gets an HTTP answer is it.
             var lastError: (any Error)?
+            var timedOut = false
             while let result = try await group.next() {
                 switch result {
                 case .success(let scheme):
@@ -129,7 +152,11 @@ public final class RegistryClient: Sendable {
                     return scheme
                 case .failure(let error):
                     lastError = error
+                    timedOut = timedOut || Self.isTimeout(error)
                 }
+            }
+            if timedOut {
+                throw stalled("connecting to registry \(host)", registry: host, attempts: 1)
             }
             if let lastError, Self.isConnectFailure(lastError) {
                 throw RegistryError(.network, "cannot connect to registry \(host) (\(Self.describe(lastError))); check the address and that the registry is running")
@@ -138,8 +165,20 @@ public final class RegistryClient: Sendable {
         }
     }
 
-    /// Retries transient failures (connection errors, 429, 5xx) with exponential backoff.
-    func withRetries<T: Sendable>(_ what: String, _ body: () async throws -> T) async throws -> T {
+    /// The deadline for a response's head: generous beside the idle timeout, which is what
+    /// catches a silent registry.
+    var headDeadline: TimeAmount { max(.seconds(90), options.timeout * 3) }
+
+    /// A registry that stayed silent for the idle timeout on every attempt.
+    func stalled(_ what: String, registry: String, attempts: Int) -> RegistryError {
+        let waited = RequestTimeout.describe(options.timeout)
+        let tries = attempts == 1 ? "" : " on each of \(attempts) attempts"
+        return RegistryError(.timedOut, "\(what): \(registry) gave no answer for \(waited)\(tries); check that it is a registry and reachable, or raise --timeout (and --retry-times)")
+    }
+
+    /// Retries transient failures (connection errors, timeouts, 429, 5xx) with exponential
+    /// backoff; a blob's retry resumes with `Range` from what arrived.
+    func withRetries<T: Sendable>(_ what: String, on endpoint: Endpoint, _ body: () async throws -> T) async throws -> T {
         var delay: UInt64 = 200_000_000
         var attempt = 1
         while true {
@@ -156,6 +195,7 @@ public final class RegistryClient: Sendable {
                 let limit = Self.isConnectFailure(error) ? min(2, options.maxAttempts) : options.maxAttempts
                 guard attempt < limit, !(error is CancellationError) else {
                     if let error = error as? RegistryError { throw error }
+                    if Self.isTimeout(error) { throw stalled(what, registry: endpoint.registry, attempts: attempt) }
                     throw RegistryError(.network, "\(what) failed after \(attempt) attempts: \(Self.describe(error))")
                 }
                 logger.info("\(what): \(Self.describe(error)); retrying (attempt \(attempt + 1) of \(options.maxAttempts))")
@@ -164,6 +204,15 @@ public final class RegistryClient: Sendable {
                 attempt += 1
             }
         }
+    }
+
+    /// The registry stayed silent for a timeout (connecting, TLS handshake, or between reads).
+    static func isTimeout(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError {
+            return error == .readTimeout || error == .connectTimeout || error == .deadlineExceeded || error == .tlsHandshakeTimeout
+        }
+        let text = String(describing: error)
+        return text.contains("readTimeout") || text.contains("connectTimeout") || text.contains("deadlineExceeded")
     }
 
     /// Nothing answered at all (refused, unreachable, connect timeout), as opposed to a

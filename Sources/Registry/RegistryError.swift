@@ -14,14 +14,21 @@ public struct RegistryError: Error, CustomStringConvertible, Sendable {
         case unsupported
         case rangeUnsupported
         case invalidConfiguration
+        /// An answer over a `SizeLimit`: not retried, a registry that sends it once sends it again.
+        case tooLarge
+        /// A request or stream got no byte for the idle timeout, on every attempt.
+        case timedOut
     }
 
     public let kind: Kind
     public let message: String
+    /// The bound that was exceeded (`.tooLarge`).
+    public let limit: SizeLimit?
 
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, limit: SizeLimit? = nil) {
         self.kind = kind
         self.message = message
+        self.limit = limit
     }
 
     public var description: String { message }

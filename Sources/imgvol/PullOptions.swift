@@ -23,6 +23,12 @@ struct PullOptions: ParsableArguments {
     @Option(name: .customLong("registries-conf"), help: ArgumentHelp("registries.conf (v2) with mirrors and rewrites (default: $CONTAINERS_REGISTRIES_CONF, else /etc/containers/registries.conf).", valueName: "path"))
     var registriesConf: String?
 
+    @Option(help: ArgumentHelp("How long a registry may stay silent (connecting, the TLS handshake, between two reads) before the request is retried (default: 30s).", valueName: "duration"))
+    var timeout: String?
+
+    @Option(name: .customLong("retry-times"), help: ArgumentHelp("Retries of a registry request that failed or timed out, a blob resuming where it stopped (default: 5).", valueName: "n"))
+    var retryTimes: Int?
+
     @Flag(name: .shortAndLong, help: "No progress output.")
     var quiet = false
 
@@ -32,7 +38,13 @@ struct PullOptions: ParsableArguments {
         if let creds { options.credentials = try Credentials(parsing: creds) }
         options.authFile = AuthFile(paths: AuthFile.searchPaths(explicit: authfile))
         options.authFileExplicit = authfile != nil
+        if authfile != nil { try options.authFile.validate() }
         options.registriesConf = try RegistriesConf.load(explicit: registriesConf)
+        if let timeout { options.timeout = try RequestTimeout.parse(timeout) }
+        if let retryTimes {
+            guard retryTimes >= 0 else { throw RegistryError(.invalidConfiguration, "--retry-times must be 0 or more, not \(retryTimes)") }
+            options.maxAttempts = retryTimes + 1
+        }
         return options
     }
 
@@ -42,6 +54,8 @@ struct PullOptions: ParsableArguments {
         if let platform { arguments += ["--platform", platform] }
         if let authfile { arguments += ["--authfile", authfile] }
         if let registriesConf { arguments += ["--registries-conf", registriesConf] }
+        if let timeout { arguments += ["--timeout", timeout] }
+        if let retryTimes { arguments += ["--retry-times", String(retryTimes)] }
         return arguments
     }
 

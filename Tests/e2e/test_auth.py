@@ -35,7 +35,8 @@ def test_basic_without_creds_fails(imgvol, basic_image):
 
 def test_basic_wrong_password_fails(imgvol, basic_image):
     res = imgvol.run("pull", basic_image.ref, "--tls-verify=false", "--creds", "alice:wrong")
-    assert_error(res, "auth", ignore_case=True)
+    assert_error(res, "refused the credentials", "--creds")
+    assert "log in with" not in res.stderr, res.describe()
     assert "wrong" not in res.stderr, f"the password must not be echoed\n{res.describe()}"
 
 
@@ -126,7 +127,20 @@ def test_token_with_creds(imgvol, token_image, token_registry):
 
 def test_token_wrong_password(imgvol, token_image):
     res = imgvol.run("pull", token_image.ref, "--tls-verify=false", "--creds", "alice:nope")
-    assert_error(res, "auth", ignore_case=True)
+    assert_error(res, "refused the credentials", "--creds")
+    assert "nope" not in res.stderr, f"the password must not be echoed\n{res.describe()}"
+
+
+@pytest.mark.parametrize("content", [None, "{not json"])
+def test_explicit_authfile_is_checked_for_an_anonymous_registry(imgvol, registry, publish, tmp_path, content):
+    """podman fails at once on a bad --authfile; so does imgvol, even when no auth is asked."""
+    info = publish.image(registry.host, "e2e/anon", "v1", small_layers())
+    af = tmp_path / "auth.json"
+    if content is not None:
+        af.write_text(content)
+    res = imgvol.run("pull", info.ref, "--tls-verify=false", "--authfile", af)
+    assert_error(res, str(af), "auth file")
+    assert imgvol.images() == []
 
 
 def test_token_with_authfile(imgvol, token_image, token_registry, tmp_path):
