@@ -109,7 +109,7 @@ let package = Package(
         .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI", "FileIO", "TestSupport"]),
         .testTarget(name: "StoreTests", dependencies: ["Store", "Layers", "OCI"]),
         .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "OCI", "Store", "TestSupport"]),
-        .testTarget(name: "CSITests", dependencies: ["CSI", "CSIProto", "Mounts", "Pull", "OCI", "Registry", "Store",
+        .testTarget(name: "CSITests", dependencies: ["CSI", "CSIProto", "FileIO", "Mounts", "Pull", "OCI", "Registry", "Store",
             .product(name: "GRPCCore", package: "grpc-swift-2"),
             .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
             .product(name: "Logging", package: "swift-log")]),

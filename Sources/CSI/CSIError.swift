@@ -77,6 +77,9 @@ public struct CSIError: Error, CustomStringConvertible, Sendable, Equatable {
         case .digestMismatch, .sizeMismatch: .dataLoss
         case .unsupported, .rangeUnsupported: .failedPrecondition
         case .invalidConfiguration: .failedPrecondition
+        case .tooLarge: .failedPrecondition
+        // kubelet retries UNAVAILABLE with backoff: a stalled registry may come back.
+        case .timedOut: .unavailable
         }
     }
 }

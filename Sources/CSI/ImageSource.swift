@@ -18,7 +18,7 @@ struct ImageSource: Sendable {
     let registriesConf: String?
 
     func image(for request: PublishRequest) async throws -> ImageRecord {
-        if request.pullPolicy != .always, let cached = cachedImage(request.reference, platform: request.platform) { return cached }
+        if request.pullPolicy != .always, let cached = try cachedImage(request.reference, platform: request.platform) { return cached }
         guard request.pullPolicy != .never else {
             throw CSIError.failedPrecondition("volume \(request.volumeID): image \(request.reference) is not cached on this node and pullPolicy is Never; pull it first (imgvol pull) or use IfNotPresent")
         }
@@ -36,7 +36,7 @@ struct ImageSource: Sendable {
     /// What a lazy mount's server needs to reach the registry; nil when the image is cached
     /// (and the policy lets the cache serve), so the mount need not be lazy.
     func lazySource(for request: PublishRequest) throws -> MountLauncher.LazySource? {
-        if request.pullPolicy != .always, cachedImage(request.reference, platform: request.platform) != nil { return nil }
+        if request.pullPolicy != .always, try cachedImage(request.reference, platform: request.platform) != nil { return nil }
         guard request.pullPolicy != .never else {
             throw CSIError.failedPrecondition("volume \(request.volumeID): image \(request.reference) is not cached on this node and pullPolicy is Never; pull it first (imgvol pull) or use IfNotPresent")
         }
@@ -45,8 +45,8 @@ struct ImageSource: Sendable {
         return MountLauncher.LazySource(pullArguments: arguments, credentials: try request.secrets.credentialLine(for: request.reference))
     }
 
-    func cachedImage(_ reference: Reference, platform: Platform) -> ImageRecord? {
-        store.completeImage(reference, platform: platform)
+    func cachedImage(_ reference: Reference, platform: Platform) throws(StoreError) -> ImageRecord? {
+        try store.completeImage(reference, platform: platform)
     }
 
     /// The image for a volume being restored after a restart: the exact digest it served

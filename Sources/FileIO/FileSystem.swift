@@ -70,8 +70,15 @@ public enum FileSystem {
         close(fd)
     }
 
+    /// Best effort: an unreadable directory lists as empty. For state that decides what to
+    /// keep or delete, use `names(in:)`.
     public static func listDirectory(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
+        (try? names(in: path)) ?? []
+    }
+
+    /// The names in a directory; a directory that cannot be read is an error.
+    public static func names(in path: String) throws(SystemError) -> [String] {
+        guard let dir = opendir(path) else { throw SystemError("opendir", path) }
         defer { closedir(dir) }
         var names: [String] = []
         while let ent = readdir(dir) {

@@ -81,6 +81,6 @@ public struct MountLauncher: Sendable {
             kill(record.pid, SIGTERM)
             _ = await ProcessExit.wait(record.pid, atMost: .seconds(2))
         }
-        table.remove(mountpoint)
+        table.forget(mountpoint)
     }
 }

@@ -45,21 +45,6 @@ public struct MountServer: Sendable {
         return index
     }
 
-    /// Checks a mountpoint before anything is pulled or spawned.
-    public static func checkMountpoint(_ path: String) throws {
-        var st = stat()
-        if let error = failure(of: { lstat(path, &st) }) {
-            if error == ENOTCONN {
-                throw Failure("mountpoint \(path) is a dead mount; run `imgvol unmount \(path)` first")
-            }
-            throw Failure("mountpoint \(path) does not exist; create it with `mkdir -p \(path)`")
-        }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw Failure("mountpoint \(path) is not a directory") }
-        if MountTable.isMountpoint(path) {
-            throw Failure("\(path) is already a mount point; unmount it first (`imgvol unmount \(path)`)")
-        }
-    }
-
     /// What one mount serves: the tree, each layer's bytes, and for a lazy mount the gates
     /// reads wait on.
     struct Content: Sendable {

@@ -27,8 +27,16 @@ public struct MountTable: Sendable {
                                        tmpDir: store.tmpDir, mode: 0o600, durable: false)
     }
 
+    /// Best effort: a record left behind is ignored (its server is gone) and swept by prune.
     public func remove(_ mountpoint: String) {
         try? FileSystem.remove(recordPath(mountpoint))
+    }
+
+    /// After a clean unmount: the record and the server's log (a log of a server that died
+    /// stays, to say why, until prune).
+    public func forget(_ mountpoint: String) {
+        remove(mountpoint)
+        try? FileSystem.remove(logPath(mountpoint))
     }
 
     public func record(for mountpoint: String) -> MountRecord? {

@@ -47,7 +47,7 @@ public struct PullSession: Sendable {
     /// The image for `reference` on this session's platform: from the store when `policy`
     /// allows, pulled otherwise.
     public func image(_ reference: Reference, policy: PullPolicy) async throws -> ImageRecord {
-        if policy != .always, let cached = store.completeImage(reference, platform: settings.platform) { return cached }
+        if policy != .always, let cached = try store.completeImage(reference, platform: settings.platform) { return cached }
         guard policy != .never else {
             throw PullError(.notCached, "image \(reference) is not in the store at \(store.root) and --pull=never was given; pull it first")
         }

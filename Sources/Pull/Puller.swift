@@ -28,8 +28,15 @@ struct Puller: Sendable {
 
         let resolved = try await resolve(reference)
         let manifest = resolved.manifest
+        // A record that does not decode is written again by this pull; a layer whose index
+        // does not decode is moved aside and fetched again.
+        if store.hasImage(resolved.fetched.digest), let record = try? store.readImage(resolved.fetched.digest) {
+            for part in try store.setAsideDamagedLayers(of: record) {
+                logger.warning("\(reference): \(part); moved aside to \(store.layout.damagedDir), fetching it again")
+            }
+        }
         if store.hasImage(resolved.fetched.digest), let record = try? store.readImage(resolved.fetched.digest),
-           record.layers.allSatisfy({ store.hasLayer($0) }) {
+           record.layers.allSatisfy({ store.hasLayer($0) }), record.blobs.allSatisfy({ store.hasBlob($0) }) {
             for layer in record.layers { progress?.layerFinished(layer.digest, cached: true) }
             try await store.setReference(reference, to: record.digest)
             return record

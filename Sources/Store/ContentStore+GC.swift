@@ -3,6 +3,9 @@ import OCI
 
 /// Garbage collection: everything not reachable from a reference (or from `keep`, the images
 /// live mounts serve) is removed, including stale partial downloads nobody is writing.
+///
+/// Liveness is read from the names and the image records; when either cannot be read, GC
+/// removes nothing: "no names" from a damaged `refs.json` would otherwise mean "delete all".
 extension ContentStore {
     public struct GCReport: Sendable {
         public var freedBytes: Int64 = 0
@@ -14,18 +17,30 @@ extension ContentStore {
         let lock = try await gcLock(exclusive: true)
         defer { lock.release() }
         var report = GCReport()
-        let live = Set(references().values).union(keep)
+        let live = Set(try references().values).union(keep)
 
         var liveBlobs = Set<Digest>()
         var liveLayers = Set<Digest>()
-        for digest in listImages() {
-            if live.contains(digest), let record = try? readImage(digest) {
+        var dead: [Digest] = []
+        var damaged: [StoreError] = []
+        for digest in try listImages() {
+            guard live.contains(digest) else { dead.append(digest); continue }
+            do {
+                let record = try readImage(digest)
                 liveBlobs.formUnion(record.blobs)
                 liveLayers.formUnion(record.tarLayers.map(\.diffID))
-            } else {
-                report.freedBytes += remove(imagePath(digest)) + remove(treePath(digest))
-                report.removedImages.append(digest)
+            } catch {
+                damaged.append(error)
             }
+        }
+        // A named image whose record cannot be read: which layers it needs is unknown.
+        if let first = damaged.first {
+            throw StoreError(.corrupt, "prune removed nothing: \(damaged.count) named image record(s) are damaged, "
+                + "so what they need is unknown (first: \(first)); pull those images again or `imgvol rm` them, then prune")
+        }
+        for digest in dead {
+            report.freedBytes += remove(imagePath(digest)) + remove(treePath(digest))
+            report.removedImages.append(digest)
         }
         for name in FileSystem.listDirectory(blobsDir) {
             guard let digest = try? Digest(hex: name), !liveBlobs.contains(digest) else { continue }
@@ -43,6 +58,15 @@ extension ContentStore {
         // go only once they are old.
         for name in FileSystem.listDirectory(tmpDir) where !name.hasPrefix(".") || FileSystem.ageInSeconds("\(tmpDir)/\(name)") > 3600 {
             report.freedBytes += remove("\(tmpDir)/\(name)")
+        }
+        // Parts moved aside as damaged: kept for a look until the user prunes.
+        for name in FileSystem.listDirectory(layout.damagedDir) {
+            report.freedBytes += remove("\(layout.damagedDir)/\(name)")
+        }
+        // Lock files nobody holds (left by older versions, or by a killed process): taking
+        // one and releasing it unlinks it.
+        for name in FileSystem.listDirectory(locksDir) where name.hasSuffix(".lock") && name != "gc.lock" {
+            (try? tryLock(String(name.dropLast(5))))??.release()
         }
         return report
     }

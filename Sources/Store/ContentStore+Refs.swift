@@ -1,16 +1,20 @@
 import FileIO
 import OCI
 
-/// Names → image digests, in one small JSON file rewritten atomically under its lock.
+/// Names → image digests, in one small JSON file rewritten atomically under its lock. A
+/// damaged file is an error for every reader and writer: a pull never rewrites it with only
+/// its own name, and `prune` never takes "no names" from it.
 extension ContentStore {
-    public func references() -> [String: Digest] {
-        guard let bytes = try? FileSystem.readFile(refsPath),
-              let refs = try? JSONCoding.decode([String: Digest].self, from: bytes, what: "refs.json") else { return [:] }
-        return refs
+    var refsFile: StateFile<[String: Digest]> {
+        StateFile(path: refsPath, what: "the store's image names", initial: [:])
     }
 
-    public func digest(for reference: Reference) -> Digest? {
-        references()[reference.description]
+    public func references() throws(StoreError) -> [String: Digest] {
+        try refsFile.load()
+    }
+
+    public func digest(for reference: Reference) throws(StoreError) -> Digest? {
+        try references()[reference.description]
     }
 
     public func setReference(_ reference: Reference, to digest: Digest) async throws {
@@ -27,8 +31,8 @@ extension ContentStore {
     private func updateReferences(_ change: (inout [String: Digest]) -> Void) async throws {
         let lock = try await self.lock("refs")
         defer { lock.release() }
-        var refs = references()
+        var refs = try references()
         change(&refs)
-        try FileSystem.writeAtomically(JSONCoding.encode(refs, pretty: true), to: refsPath, tmpDir: tmpDir, mode: 0o600)
+        try refsFile.save(refs, tmpDir: tmpDir)
     }
 }

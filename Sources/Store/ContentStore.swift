@@ -133,7 +133,8 @@ public final class ContentStore: Sendable {
         } catch let error as SystemError {
             throw StoreError(.notFound, "layer \(diffID) is not in the store (\(error))")
         } catch {
-            throw StoreError(.corrupt, "index of layer \(diffID) is damaged (\(error)); run `imgvol prune` and pull again")
+            throw StoreError(.corrupt, "the index of layer \(diffID) (\(layerIndexPath(diffID))) is damaged (\(error)); "
+                + "pull the image again: a pull moves damaged parts aside and fetches them again")
         }
     }
 
@@ -189,7 +190,8 @@ public final class ContentStore: Sendable {
             throw StoreError(.notFound, "image \(digest) is not in the store")
         }
         do { return try JSONCoding.decode(ImageRecord.self, from: bytes, what: "image record \(digest)") } catch {
-            throw StoreError(.corrupt, error.description)
+            throw StoreError(.corrupt, "the image record \(imagePath(digest)) is damaged (\(error)); "
+                + "pull the image again to rewrite it, or `imgvol rm \(digest.hex.prefix(12))` to drop it")
         }
     }
 
@@ -199,8 +201,13 @@ public final class ContentStore: Sendable {
         }
     }
 
-    public func listImages() -> [Digest] {
-        FileSystem.listDirectory(imagesDir).compactMap { name in
+    /// The image records present; an unreadable `images/` is an error, not "no images".
+    public func listImages() throws(StoreError) -> [Digest] {
+        let names: [String]
+        do { names = try FileSystem.names(in: imagesDir) } catch {
+            throw StoreError(.io, "cannot list the store's images in \(imagesDir): \(error)")
+        }
+        return names.compactMap { name in
             guard name.hasSuffix(".json") else { return nil }
             return try? Digest(hex: String(name.dropLast(5)))
         }.sorted()

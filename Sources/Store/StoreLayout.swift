@@ -16,6 +16,8 @@ import Glibc
 ///     images/<hex>.tree      its merged tree, cached (derived: safe to delete)
 ///     refs.json              reference -> manifest digest
 ///     tmp/                   partial downloads and files being written
+///     damaged/               parts found damaged, moved aside (a pull fetches them again;
+///                            prune reclaims them)
 ///     locks/                 flock files
 ///     mounts/<key>.json|log  live mounts and their servers' logs
 ///     volumes.json, volumes/ the podman volume plugin's volumes and their mountpoints
@@ -33,6 +35,7 @@ public struct StoreLayout: Sendable, Equatable {
     public var tmpDir: String { root + "/tmp" }
     public var locksDir: String { root + "/locks" }
     public var mountsDir: String { root + "/mounts" }
+    public var damagedDir: String { root + "/damaged" }
     var refs: String { root + "/refs.json" }
 
     func blob(_ digest: Digest) -> String { "\(blobsDir)/\(digest.hex)" }

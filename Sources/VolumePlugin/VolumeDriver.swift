@@ -8,21 +8,24 @@ import Registry
 import Store
 
 /// The volume driver's logic: create records a volume, the first Mount pulls and mounts it,
-/// the last Unmount unmounts it. One actor, so podman's calls are applied one at a time.
+/// the last Unmount unmounts it. An actor, and each call holds its volume's lock across its
+/// awaits (a pull, a launch): a Remove during a Mount's pull waits for it instead of being
+/// undone by it, and two Mounts of one volume give one mount.
 actor VolumeDriver {
     let store: ContentStore
     let logger: Logger
-    let file: VolumeFile
+    let file: StateFile<[String: VolumeEntry]>
+    private let locks = KeyedLock<String>()
     let mountsRoot: String
     private var volumes: [String: VolumeEntry]
 
     init(store: ContentStore, logger: Logger) throws {
         self.store = store
         self.logger = logger
-        self.file = VolumeFile(path: store.layout.volumePluginState, tmpDir: store.tmpDir)
+        self.file = VolumeEntry.file(store)
         self.mountsRoot = store.layout.volumePluginMounts
         try FileSystem.makeDirectory(mountsRoot, mode: 0o755)
-        self.volumes = file.load()
+        self.volumes = try file.load()
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -36,7 +39,23 @@ actor VolumeDriver {
 
     func mountpoint(_ name: String) -> String { "\(mountsRoot)/\(name)" }
 
-    func create(_ name: String, options: [String: String]) throws {
+    func create(_ name: String, options: [String: String]) async throws {
+        try await locks.withLock(name) { try await self.createNow(name, options: options) }
+    }
+
+    func remove(_ name: String) async throws {
+        try await locks.withLock(name) { try await self.removeNow(name) }
+    }
+
+    func mount(_ name: String, id: String) async throws -> String {
+        try await locks.withLock(name) { try await self.mountNow(name, id: id) }
+    }
+
+    func unmount(_ name: String, id: String) async throws {
+        try await locks.withLock(name) { try await self.unmountNow(name, id: id) }
+    }
+
+    private func createNow(_ name: String, options: [String: String]) throws {
         // Docker's rule for volume names; the name becomes a directory under ROOT/volumes.
         let valid = name.utf8.first.map(Self.isAlnum) == true
             && name.utf8.allSatisfy { Self.isAlnum($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") }
@@ -61,10 +80,10 @@ actor VolumeDriver {
         volumes[name] = VolumeEntry(name: name, image: image, subpath: options["subpath"], pullPolicy: options["pull"],
                                     tlsVerify: options["tls-verify"].map { $0 != "false" }, platform: options["platform"],
                                     lazy: options["lazy"].map { $0 == "true" })
-        try file.save(volumes)
+        try file.save(volumes, tmpDir: store.tmpDir)
     }
 
-    func remove(_ name: String) async throws {
+    private func removeNow(_ name: String) async throws {
         // podman only asks once no container of its own uses the volume (or with --force), so
         // the volume goes even if an Unmount was missed.
         guard volumes[name] != nil else { throw Failure("no volume \(name)") }
@@ -73,10 +92,10 @@ actor VolumeDriver {
         }
         volumes[name] = nil
         try? FileManager.default.removeItem(atPath: mountpoint(name))
-        try file.save(volumes)
+        try file.save(volumes, tmpDir: store.tmpDir)
     }
 
-    func mount(_ name: String, id: String) async throws -> String {
+    private func mountNow(_ name: String, id: String) async throws -> String {
         guard var entry = volumes[name] else { throw Failure("no volume \(name)") }
         let path = mountpoint(name)
         if !isServing(path) {
@@ -93,15 +112,15 @@ actor VolumeDriver {
         }
         entry.users.insert(id)
         volumes[name] = entry
-        try file.save(volumes)
+        try file.save(volumes, tmpDir: store.tmpDir)
         return path
     }
 
-    func unmount(_ name: String, id: String) async throws {
+    private func unmountNow(_ name: String, id: String) async throws {
         guard var entry = volumes[name] else { throw Failure("no volume \(name)") }
         entry.users.remove(id)
         volumes[name] = entry
-        try file.save(volumes)
+        try file.save(volumes, tmpDir: store.tmpDir)
         if entry.users.isEmpty, MountTable.isMountpoint(mountpoint(name)) {
             try await MountLauncher(store: store).unmount(mountpoint(name), force: true)
         }
@@ -129,7 +148,7 @@ actor VolumeDriver {
     /// The server's registry flags for a lazy mount; nil when the cache can serve it.
     private func lazySource(_ entry: VolumeEntry, reference: Reference) throws -> MountLauncher.LazySource? {
         let (platform, policy) = try settings(entry)
-        if policy != .always, store.completeImage(reference, platform: platform) != nil { return nil }
+        if policy != .always, try store.completeImage(reference, platform: platform) != nil { return nil }
         guard policy != .never else {
             throw Failure("image \(reference) of volume \(entry.name) is not cached and pull=never; pull it first")
         }
@@ -145,7 +164,7 @@ actor VolumeDriver {
     private func pull(_ entry: VolumeEntry, reference: Reference) async throws -> ImageRecord {
         let (platform, policy) = try settings(entry)
         // A cached image needs no registry configuration at all.
-        if policy != .always, let cached = store.completeImage(reference, platform: platform) { return cached }
+        if policy != .always, let cached = try store.completeImage(reference, platform: platform) { return cached }
         var options = RegistryClient.Options()
         options.tlsVerify = entry.tlsVerify ?? true
         options.registriesConf = try RegistriesConf.load(explicit: nil)

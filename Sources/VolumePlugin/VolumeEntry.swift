@@ -1,6 +1,7 @@
 import FileIO
 import Foundation
 import OCI
+import Store
 
 /// A named volume: which image it shows and who uses it. Persisted so a restarted plugin
 /// still knows its volumes (and adopts mounts whose servers kept running).
@@ -18,17 +19,10 @@ struct VolumeEntry: Codable, Sendable, Equatable {
     var users: Set<String> = []
 }
 
-struct VolumeFile: Sendable {
-    let path: String
-    let tmpDir: String
-
-    func load() -> [String: VolumeEntry] {
-        guard let bytes = try? FileSystem.readFile(path),
-              let volumes = try? JSONCoding.decode([String: VolumeEntry].self, from: bytes, what: "volumes.json") else { return [:] }
-        return volumes
-    }
-
-    func save(_ volumes: [String: VolumeEntry]) throws {
-        try FileSystem.writeAtomically(JSONCoding.encode(volumes, pretty: true), to: path, tmpDir: tmpDir, mode: 0o600)
+/// The plugin's volumes file. Damaged, it is an error: a plugin that started empty would
+/// forget every volume and orphan their mounts.
+extension VolumeEntry {
+    static func file(_ store: ContentStore) -> StateFile<[String: VolumeEntry]> {
+        StateFile(path: store.layout.volumePluginState, what: "the volume plugin's volumes", initial: [:])
     }
 }

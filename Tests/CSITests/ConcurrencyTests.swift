@@ -1,4 +1,5 @@
 @testable import CSI
+import FileIO
 import OCI
 import Store
 import Synchronization

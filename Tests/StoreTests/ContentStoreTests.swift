@@ -109,20 +109,20 @@ struct ContentStoreTests {
             let alpine = try Reference("alpine")
             let busybox = try Reference("localhost:5000/busybox:1")
             let d1 = Digest.of(bytes("1")), d2 = Digest.of(bytes("2"))
-            #expect(store.references() == [:])
-            #expect(store.digest(for: alpine) == nil)
+            #expect(try store.references() == [:])
+            #expect(try store.digest(for: alpine) == nil)
 
             try await store.setReference(alpine, to: d1)
             try await store.setReference(busybox, to: d2)
-            #expect(store.references() == ["docker.io/library/alpine:latest": d1, "localhost:5000/busybox:1": d2])
-            #expect(store.digest(for: try Reference("docker.io/library/alpine:latest")) == d1)
+            #expect(try store.references() == ["docker.io/library/alpine:latest": d1, "localhost:5000/busybox:1": d2])
+            #expect(try store.digest(for: try Reference("docker.io/library/alpine:latest")) == d1)
 
             try await store.setReference(alpine, to: d2)
-            #expect(store.digest(for: alpine) == d2)
+            #expect(try store.digest(for: alpine) == d2)
 
             #expect(try await store.removeReference("docker.io/library/alpine:latest") == d2)
             #expect(try await store.removeReference("docker.io/library/alpine:latest") == nil)
-            #expect(store.references() == ["localhost:5000/busybox:1": d2])
+            #expect(try store.references() == ["localhost:5000/busybox:1": d2])
             #expect(modeOf(store.root + "/refs.json") == 0o600)
             #expect(list(store.tmpDir) == [])
         }
@@ -139,7 +139,7 @@ struct ContentStoreTests {
                 }
                 try await group.waitForAll()
             }
-            let refs = store.references()
+            let refs = try store.references()
             #expect(refs.count == 24)
             #expect(refs["localhost:5000/img7:v"] == Digest.of(bytes("7")))
         }
@@ -159,7 +159,7 @@ struct ContentStoreTests {
             try store.writeImage(record)
             #expect(store.hasImage(record.digest))
             #expect(try store.readImage(record.digest) == record)
-            #expect(store.listImages() == [record.digest])
+            #expect(try store.listImages() == [record.digest])
             #expect(record.blobs == [Digest.of(bytes("m")), Digest.of(bytes("c")), Digest.of(bytes("i"))])
 
             var bare = record
@@ -169,7 +169,7 @@ struct ContentStoreTests {
             bare.created = nil
             try store.writeImage(bare)
             #expect(try store.readImage(bare.digest) == bare)
-            #expect(store.listImages() == [record.digest, bare.digest].sorted())
+            #expect(try store.listImages() == [record.digest, bare.digest].sorted())
         }
     }
 
@@ -182,7 +182,7 @@ struct ContentStoreTests {
             // Names that are not digests are not images.
             try writeFile(bytes("{}"), to: store.imagesDir + "/notadigest.json")
             try writeFile(bytes("{}"), to: store.imagesDir + "/\(digest.hex).txt")
-            #expect(store.listImages() == [digest])
+            #expect(try store.listImages() == [digest])
         }
     }
 
@@ -282,7 +282,7 @@ struct GarbageCollectionTests {
             for blob in b.blobs { #expect(store.hasBlob(blob)) }
             #expect(store.hasLayer(shared))
             #expect(store.hasLayer(onlyB))
-            #expect(store.references() == [refB.description: b.digest])
+            #expect(try store.references() == [refB.description: b.digest])
 
             let again = try await store.collectGarbage()
             #expect(again.removedImages == [])
@@ -339,6 +339,46 @@ struct GarbageCollectionTests {
             #expect(!exists(store.layerTarPath(strayLayer)))
             #expect(list(store.tmpDir) == [".refs.json.1.2.tmp"], "a fresh atomic-write temp file may belong to a running command")
             #expect(list(store.blobsDir) == ["README"])
+        }
+    }
+
+    @Test func damagedNamesStopEveryWriterAndCollector() async throws {
+        try await withStore { store in
+            let a = try Self.storeImage(store, name: "a", layerContents: ["x"])
+            try await store.setReference(try Reference("a"), to: a.digest)
+            try writeFile(bytes("{"), to: store.root + "/refs.json")
+            #expect(throws: StoreError.self) { try store.references() }
+            await #expect(throws: StoreError.self) { try await store.setReference(try Reference("b"), to: a.digest) }
+            await #expect(throws: StoreError.self) { _ = try await store.collectGarbage() }
+            #expect(try Array(Data(contentsOf: URL(fileURLWithPath: store.root + "/refs.json"))) == bytes("{"), "the damaged file was rewritten")
+            #expect(store.hasImage(a.digest) && a.layers.allSatisfy { store.hasLayer($0) })
+        }
+    }
+
+    @Test func aNamedDamagedRecordStopsCollectionAnUnnamedOneIsCollected() async throws {
+        try await withStore { store in
+            let a = try Self.storeImage(store, name: "a", layerContents: ["x"])
+            let b = try Self.storeImage(store, name: "b", layerContents: ["y"])
+            try await store.setReference(try Reference("a"), to: a.digest)
+            try writeFile(bytes("{\"digest\""), to: store.imagesDir + "/\(a.digest.hex).json")
+            await #expect(throws: StoreError.self) { _ = try await store.collectGarbage() }
+            #expect(store.hasImage(b.digest), "nothing is removed when collection is refused")
+
+            _ = try await store.removeReference("docker.io/library/a:latest")
+            let report = try await store.collectGarbage()
+            #expect(Set(report.removedImages) == [a.digest, b.digest])
+        }
+    }
+
+    @Test func releasedExclusiveLocksLeaveNoFiles() async throws {
+        try await withStore { store in
+            let first = try await store.lock("blob-1")
+            #expect(try store.tryLock("blob-1") == nil)
+            first.release()
+            #expect(!exists(store.locksDir + "/blob-1.lock"))
+            let again = try #require(try store.tryLock("blob-1"))
+            #expect(try store.tryLock("blob-1") == nil, "a lock taken after the unlink still excludes")
+            again.release()
         }
     }
 }

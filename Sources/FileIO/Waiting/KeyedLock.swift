@@ -1,13 +1,14 @@
 /// An async mutex per key: calls for one volume run one at a time (kubelet may retry a
-/// publish while the first attempt still runs, or unpublish while it publishes), while calls
-/// for different volumes run in parallel. Waiters are served in arrival order; a key's entry
+/// publish while the first attempt still runs, or unpublish while it publishes; podman may
+/// remove a volume while its mount still pulls), while calls for different volumes run in
+/// parallel. Waiters are served in arrival order; a key's entry
 /// disappears when nobody holds or waits for it.
-actor KeyedLock<Key: Hashable & Sendable> {
+public actor KeyedLock<Key: Hashable & Sendable> {
     private var waiters: [Key: [CheckedContinuation<Void, Never>]] = [:]
 
-    init() {}
+    public init() {}
 
-    func acquire(_ key: Key) async {
+    public func acquire(_ key: Key) async {
         if waiters[key] == nil {
             waiters[key] = []
             return
@@ -16,7 +17,7 @@ actor KeyedLock<Key: Hashable & Sendable> {
     }
 
     /// Hands the lock straight to the next waiter, so no third caller can slip in between.
-    func release(_ key: Key) {
+    public func release(_ key: Key) {
         guard var queue = waiters[key] else { return }
         if queue.isEmpty {
             waiters[key] = nil
@@ -27,7 +28,7 @@ actor KeyedLock<Key: Hashable & Sendable> {
         }
     }
 
-    func withLock<T: Sendable>(_ key: Key, _ body: @Sendable () async throws -> T) async throws -> T {
+    public func withLock<T: Sendable>(_ key: Key, _ body: @Sendable () async throws -> T) async throws -> T {
         await acquire(key)
         do {
             let result = try await body()
@@ -40,8 +41,8 @@ actor KeyedLock<Key: Hashable & Sendable> {
     }
 
     /// Whether anybody holds the key (tests).
-    func isHeld(_ key: Key) -> Bool { waiters[key] != nil }
+    public func isHeld(_ key: Key) -> Bool { waiters[key] != nil }
 
     /// Callers waiting for `key` while someone holds it.
-    func queued(_ key: Key) -> Int { waiters[key]?.count ?? 0 }
+    public func queued(_ key: Key) -> Int { waiters[key]?.count ?? 0 }
 }

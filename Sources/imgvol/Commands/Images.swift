@@ -22,10 +22,18 @@ struct Images: AsyncParsableCommand {
     func run() async throws {
         let store = try global.openStore()
         var rows: [Row] = []
-        let refs = store.references()
-        for (name, digest) in refs.sorted(by: { $0.key < $1.key }) {
-            guard let record = try? store.readImage(digest) else { continue }
-            rows.append(Row(reference: name, digest: digest.description, size: store.diskUsage(of: record), created: record.created ?? ""))
+        var damaged: [String] = []
+        for (name, digest) in try store.references().sorted(by: { $0.key < $1.key }) {
+            do {
+                let record = try store.readImage(digest)
+                rows.append(Row(reference: name, digest: digest.description, size: store.diskUsage(of: record), created: record.created ?? ""))
+            } catch {
+                damaged.append("\(name): \(error)")
+            }
+        }
+        defer {
+            // Listed after the rows, so a damaged record neither hides the others nor passes unseen.
+            for line in damaged { FileHandle.standardError.write(Data("imgvol: \(line)\n".utf8)) }
         }
         switch format {
         case .json:
@@ -36,6 +44,7 @@ struct Images: AsyncParsableCommand {
             }
             printTable(table)
         }
+        if !damaged.isEmpty { throw ExitCode.failure }
     }
 }
 

@@ -13,7 +13,8 @@ struct Inspect: AsyncParsableCommand {
 
     func run() async throws {
         let store = try global.openStore()
-        let (names, record) = try store.lookup(reference)
+        let (names, digest) = try store.lookup(reference)
+        let record = try store.readImage(digest)
         let manifest = try JSONSerialization.jsonObject(with: Data(try store.readBlob(record.digest)))
         let config = try JSONSerialization.jsonObject(with: Data(try store.readBlob(record.configDigest)))
         var object: [String: Any] = [

@@ -44,17 +44,13 @@ struct Mount: AsyncParsableCommand {
 
     func run() async throws {
         let reference = try Reference(self.reference)
-        let mountpoint = MountTable.absolute(self.mountpoint)
-        try MountServer.checkMountpoint(mountpoint)
         let logger = global.makeLogger()
         let store = try global.openStore()
-        // One mount per mountpoint at a time: concurrent `imgvol mount`s on one path would
-        // otherwise all pass the check above and stack.
-        guard let lock = try store.tryLock("mount-\(MountTable.key(mountpoint))") else {
-            throw MountServer.Failure("another imgvol mount on \(mountpoint) is in progress or serving it in the foreground")
-        }
-        defer { lock.release() }
-        try MountServer.checkMountpoint(mountpoint)
+        // Resolved once and held until the server serves: two mounts onto one directory, from
+        // any store, never stack.
+        let claimed = try Mountpoint.claim(self.mountpoint, store: store)
+        defer { claimed.release() }
+        let mountpoint = claimed.path
         if lazy, try needsLazyPull(reference, store: store) {
             try await mountLazily(reference, mountpoint: mountpoint, store: store, logger: logger)
             return
@@ -78,7 +74,7 @@ struct Mount: AsyncParsableCommand {
 
     /// Lazy only matters when the image is not (or, with --pull always, may not be) cached.
     private func needsLazyPull(_ reference: Reference, store: ContentStore) throws -> Bool {
-        if policy != .always, store.completeImage(reference, platform: try pull.targetPlatform()) != nil { return false }
+        if policy != .always, try store.completeImage(reference, platform: try pull.targetPlatform()) != nil { return false }
         guard policy != .never else {
             throw PullError(.notCached, "image \(reference) is not in the store at \(store.root) and --pull=never was given; pull it first (or drop --pull=never to mount it lazily)")
         }

@@ -19,8 +19,9 @@ struct Prune: AsyncParsableCommand {
 
     func run() async throws {
         let store = try global.openStore()
-        // What live mounts serve stays, referenced or not.
-        let report = try await store.collectGarbage(keep: Set(MountTable(store: store).live().map(\.digest)))
+        // What live mounts serve stays, referenced or not; records of ended mounts go.
+        let mounts = try MountTable(store: store).sweep()
+        let report = try await store.collectGarbage(keep: mounts.served)
         switch format {
         case .json:
             let out = Report(freedBytes: report.freedBytes, removedImages: report.removedImages.map(\.description),

@@ -24,15 +24,15 @@ struct Remove: AsyncParsableCommand {
         let store = try global.openStore()
         let mounts = MountTable(store: store).live()
         for text in references {
-            let (names, record) = try store.lookup(text)
-            if !force, let mount = mounts.first(where: { $0.digest == record.digest }) {
+            let (names, digest) = try store.lookup(text)
+            if !force, let mount = mounts.first(where: { $0.digest == digest }) {
                 throw MountServer.Failure("image \(text) is in use by the mount at \(mount.mountpoint) (pid \(mount.pid)); unmount it first or pass --force")
             }
             // A reference removes that name; a digest removes every name of the image.
             let reference = try? Reference(text)
             let targets = reference.map { r in names.contains(r.description) ? [r.description] : names } ?? names
             for name in targets { _ = try await store.removeReference(name) }
-            print(targets.isEmpty ? record.digest.description : targets.joined(separator: "\n"))
+            print(targets.isEmpty ? digest.description : targets.joined(separator: "\n"))
         }
         _ = try await store.collectGarbage(keep: Set(mounts.map(\.digest)))
     }

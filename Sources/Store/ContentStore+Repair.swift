@@ -1,0 +1,50 @@
+import FileIO
+import Layers
+import OCI
+
+/// Damaged parts are moved aside, never deleted: `damaged/` keeps them for a look (and for
+/// `prune` to reclaim), and what is gone from its place is fetched again by the next pull.
+extension ContentStore {
+    /// A part of a layer that was moved aside, and why.
+    public struct SetAside: Sendable, CustomStringConvertible {
+        public let layer: Digest
+        public let reason: String
+        public var description: String { "layer \(layer): \(reason)" }
+    }
+
+    /// Moves aside every tar layer of `record` whose index does not decode, with its tar and
+    /// files (a tar whose index was torn cannot be trusted either), so that the pull that
+    /// follows fetches it again. Returns what was moved.
+    public func setAsideDamagedLayers(of record: ImageRecord) throws(StoreError) -> [SetAside] {
+        var moved: [SetAside] = []
+        for layer in record.tarLayers where FileSystem.exists(layerIndexPath(layer.diffID)) {
+            let reason: String
+            do {
+                _ = try LayerIndex(decoding: try FileSystem.readFile(layerIndexPath(layer.diffID)))
+                continue
+            } catch let error as SystemError {
+                reason = "its index cannot be read (\(error))"
+            } catch {
+                reason = "its index does not decode (\(error))"
+            }
+            try setAside([layerIndexPath(layer.diffID), layerTarPath(layer.diffID), layerFiles(layer.diffID).directory])
+            moved.append(SetAside(layer: layer.diffID, reason: reason))
+        }
+        return moved
+    }
+
+    /// Index first: a layer is present only while its index is.
+    func setAside(_ paths: [String]) throws(StoreError) {
+        let stamp = UTCTimestamp.now().filter { $0.isNumber }
+        do {
+            try FileSystem.makeDirectory(layout.damagedDir, mode: 0o700)
+            for path in paths where FileSystem.exists(path) {
+                let name = path.split(separator: "/").last.map(String.init) ?? "part"
+                try FileSystem.rename(path, "\(layout.damagedDir)/\(name).\(stamp)")
+            }
+            FileSystem.syncDirectory(layersDir)
+        } catch {
+            throw StoreError(.io, "cannot move damaged parts aside to \(layout.damagedDir): \(error)")
+        }
+    }
+}
