@@ -76,6 +76,7 @@ public struct LazyPull: Sendable {
         let endpoints = try resolved.endpoints(reference, client: puller.client)
         let configBytes = try await puller.config(resolved.manifest.config, endpoints: endpoints, reference: reference, storing: false)
         let plan = try PullPlan(resolved.manifest, configBytes: configBytes, reference: reference)
+        try plan.checkPlatform(puller.platform, chosen: puller.platformChosen, reference: reference, logger: puller.logger)
 
         // Which layers must arrive lazily: raw files and uncompressed tars not yet stored.
         var order: [Digest] = []

@@ -1,4 +1,5 @@
 import Layers
+import Logging
 import OCI
 import Store
 
@@ -43,6 +44,17 @@ struct PullPlan: Sendable {
         // An artifact's config is often not an image config at all: then it has no date.
         created = manifest.annotations?[ArtifactLayout.createdAnnotation]
             ?? (try? JSONCoding.decode(ImageConfig.self, from: configBytes, what: "config"))?.created
+    }
+
+    /// A single-platform image (no index to choose from) built for another platform: an error
+    /// when the user named the platform, else a warning (podman's habit: it may run emulated).
+    func checkPlatform(_ wanted: Platform, chosen: Bool, reference: Reference, logger: Logger) throws {
+        guard let platform, let built = try? Platform(parsing: platform), !wanted.matches(built) else { return }
+        if chosen {
+            throw PullError(.noMatchingPlatform, "image \(reference) is built for \(platform) only, not \(wanted); "
+                + "pull it without --platform, or pick an image that offers \(wanted)")
+        }
+        logger.warning("image \(reference) is built for \(platform), not this host's \(wanted)")
     }
 
     /// The image record once every layer is in, `diffIDs` in layer order.

@@ -18,6 +18,9 @@ public struct PullSession: Sendable {
     public struct Settings: Sendable {
         public var client: RegistryClient.Options
         public var platform: Platform
+        /// The user named the platform (`--platform`): a single-platform image of another one
+        /// is then an error, not a warning.
+        public var platformChosen = false
         public var progress: (any PullProgress)?
         /// Layers downloaded at once.
         public var parallelLayers = 3
@@ -71,6 +74,7 @@ public struct PullSession: Sendable {
         let client = RegistryClient(options: settings.client, logger: logger)
         var puller = Puller(store: store, client: client, logger: logger)
         puller.platform = settings.platform
+        puller.platformChosen = settings.platformChosen
         puller.progress = settings.progress
         puller.parallelLayers = settings.parallelLayers
         puller.rangeStreams = settings.rangeStreams

@@ -13,6 +13,7 @@ struct Puller: Sendable {
     let client: RegistryClient
     let logger: Logger
     var platform: Platform = .host
+    var platformChosen = false
     var progress: (any PullProgress)?
     /// Layers downloaded at once.
     var parallelLayers = 3
@@ -45,6 +46,7 @@ struct Puller: Sendable {
         let endpoints = try resolved.endpoints(reference, client: client)
         let configBytes = try await config(manifest.config, endpoints: endpoints, reference: reference)
         let plan = try PullPlan(manifest, configBytes: configBytes, reference: reference)
+        try plan.checkPlatform(platform, chosen: platformChosen, reference: reference, logger: logger)
         let merger = LayerMerger(plan: plan, store: store)
         let diffIDs = try await fetchLayers(plan, endpoints: endpoints, reference: reference, merger: merger)
         let record = plan.record(resolved, diffIDs: diffIDs)

@@ -168,7 +168,9 @@ actor VolumeDriver {
         var options = RegistryClient.Options()
         options.tlsVerify = entry.tlsVerify ?? true
         options.registriesConf = try RegistriesConf.load(explicit: nil)
-        let session = PullSession(store: store, logger: logger, settings: PullSession.Settings(client: options, platform: platform))
+        var settings = PullSession.Settings(client: options, platform: platform)
+        settings.platformChosen = entry.platform != nil
+        let session = PullSession(store: store, logger: logger, settings: settings)
         return try await session.image(reference, policy: policy)
     }
 }

@@ -66,8 +66,9 @@ struct PullOptions: ParsableArguments {
     /// The pull session these flags describe, drawing progress on a TTY. Everything that can
     /// reject the flags runs here, before any registry client exists.
     func session(store: ContentStore, logger: Logger, display: ProgressDisplay?) throws -> PullSession {
-        PullSession(store: store, logger: logger,
-                    settings: PullSession.Settings(client: try clientOptions(), platform: try targetPlatform(), progress: display))
+        var settings = PullSession.Settings(client: try clientOptions(), platform: try targetPlatform(), progress: display)
+        settings.platformChosen = platform != nil
+        return PullSession(store: store, logger: logger, settings: settings)
     }
 
     /// Runs `body` with this command's pull session; the progress display is finished after.

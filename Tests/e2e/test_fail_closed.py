@@ -133,3 +133,10 @@ def test_pull_repairs_a_torn_index_and_tree(imgvol, registry, publish, mounter, 
     assert mounter.unmount(mp).rc == 0
     imgvol.ok("prune")
     assert not (root / "damaged").exists() or list((root / "damaged").iterdir()) == []
+
+
+def test_platform_named_but_not_offered(imgvol, registry, publish):
+    a, _ = two_images(registry, publish)
+    res = imgvol.run("pull", "--tls-verify=false", "--platform", "linux/s390x", a.ref)
+    assert_error(res, "linux/s390x", "built for", single_line=True)
+    assert imgvol.images() == []
