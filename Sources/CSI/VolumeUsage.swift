@@ -1,4 +1,8 @@
+import FileIO
 import ImageFS
+#if canImport(Glibc)
+import Glibc
+#endif
 import Pull
 import OCI
 import Synchronization
@@ -49,6 +53,15 @@ extension VolumeManager {
     func usage(volumeID: String, path: String) async throws -> VolumeUsage {
         guard let volume = await table.get(PublishedVolume.Key(volumeID: volumeID, targetPath: path)) else {
             throw CSIError.notFound("volume \(volumeID) is not published at \(path) on this node")
+        }
+        // A lazy volume's image is not in the store until its download completes: its mount
+        // knows the tree already (statfs), so kubelet gets figures, not an error.
+        if !store.hasImage(volume.digest) {
+            var st = statvfs()
+            if let error = failure(of: { statvfs(path, &st) }) {
+                throw CSIError.internalError("volume \(volumeID) at \(path): its image is still downloading and its mount does not answer statfs (\(SystemError("statvfs", path, errno: error)))")
+            }
+            return VolumeUsage(bytes: Int64(st.f_blocks) * Int64(st.f_frsize), inodes: Int64(st.f_files))
         }
         return try usage.usage(digest: volume.digest, subPath: volume.subPath) {
             let record = try store.readImage(volume.digest)

@@ -1296,3 +1296,25 @@ def test_restart_after_servers_died_restores_volumes(own_env):
     """The container restart case: the plugin *and* every FUSE server are killed; the dead
     mounts (ENOTCONN) are restored by the restarted plugin."""
     _restart_case(own_env, kill_servers_too=True)
+
+
+def test_lazy_volume_stats_while_downloading(e, make_proxy):
+    """NodeGetVolumeStats answers from the mount while a lazy volume's image still arrives
+    (kubelet asks every minute; a big model takes longer than that)."""
+    entries = [Dir("weights", mtime=T0), File("weights/w.bin", pseudo_random(9 << 20, 77), mtime=T0),
+               File("README", "lazy stats\n", mtime=T0)]
+    info = e.publish.image(e.reg.host, "e2e/lazy-stats", "v1", [Layer(entries, "none")])
+    px = make_proxy(e.reg.host)
+    px.set_faults(throttle=256 * 1024, only=[info.layer_digests[0]])   # ~36 s for the layer
+    ref = f"{px.host}/e2e/lazy-stats:v1"
+    target = e.target("lazy-stats")
+    req = e.inline_request(ref, target, lazy="true")
+    e.publish_vol(req)
+    assert not any(i.get("digest") == info.manifest_digest for i in e.plugin.imgvol.images()), \
+        "the throttled download finished already: the test would not see a lazy volume"
+    resp = e.plugin.node.NodeGetVolumeStats(
+        e.pb.NodeGetVolumeStatsRequest(volume_id=req.volume_id, volume_path=target), timeout=30)
+    units = {u.unit: u for u in resp.usage}
+    assert units[e.pb.VolumeUsage.BYTES].used >= 9 << 20, resp
+    assert units[e.pb.VolumeUsage.INODES].used >= 3, resp
+    e.unpublish(req.volume_id, target)
