@@ -24,7 +24,7 @@ public struct MountTable: Sendable {
     /// this record (an fsync would be a tenth of a cold mount).
     public func write(_ record: MountRecord) throws {
         try FileSystem.writeAtomically(JSONCoding.encode(record, pretty: true), to: recordPath(record.mountpoint),
-                                       tmpDir: store.tmpDir, mode: 0o600, durable: false)
+                                       tmpDir: store.mountsDir, mode: 0o600, durable: false)
     }
 
     /// Best effort: a record left behind is ignored (its server is gone) and swept by prune.

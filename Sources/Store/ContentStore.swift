@@ -24,8 +24,22 @@ public final class ContentStore: Sendable {
     public var mountsDir: String { layout.mountsDir }
     var refsPath: String { layout.refs }
 
+    /// On read-only media: read-only commands (and mounts of cached images) work, writers fail.
+    public let isReadOnly: Bool
+
     public init(root: String) throws(StoreError) {
-        layout = StoreLayout(root: root)
+        var st = statvfs()
+        isReadOnly = statvfs(root, &st) == 0 && (st.f_flag & UInt(ST_RDONLY)) != 0
+        layout = StoreLayout(root: root, readOnly: isReadOnly)
+        if isReadOnly {
+            guard FileSystem.isDirectory(layout.imagesDir) else {
+                throw StoreError(.io, "\(root) is on read-only media and holds no store (no images/); pass the --root of a store")
+            }
+            do { try FileSystem.makeDirectories(layout.mountsDir, mode: 0o700) } catch {
+                throw StoreError(.io, "the store at \(root) is read-only and its mount records cannot go to \(layout.mountsDir): \(error)")
+            }
+            return
+        }
         do {
             if !FileSystem.exists(self.root) {
                 try FileSystem.makeDirectories(FileSystem.parent(of: self.root))

@@ -20,13 +20,18 @@ import Glibc
 ///                            prune reclaims them)
 ///     locks/                 flock files
 ///     mounts/<key>.json|log  live mounts and their servers' logs
+///                            (under /run/imgvol/ when the store is read-only)
 ///     volumes.json, volumes/ the podman volume plugin's volumes and their mountpoints
 ///     csi/volumes.json       the CSI plugin's published volumes
 public struct StoreLayout: Sendable, Equatable {
     public let root: String
+    /// `ROOT/mounts`, or for a store on read-only media (pre-seeded for a device) a directory
+    /// under /run named by the root: live mounts need somewhere to write their records.
+    public let mountsDir: String
 
-    public init(root: String) {
+    public init(root: String, readOnly: Bool = false) {
         self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        mountsDir = readOnly ? "/run/imgvol/\(Digest.of(Array(self.root.utf8)).hex.prefix(16))/mounts" : self.root + "/mounts"
     }
 
     public var blobsDir: String { root + "/blobs/sha256" }
@@ -34,7 +39,6 @@ public struct StoreLayout: Sendable, Equatable {
     public var imagesDir: String { root + "/images" }
     public var tmpDir: String { root + "/tmp" }
     public var locksDir: String { root + "/locks" }
-    public var mountsDir: String { root + "/mounts" }
     public var damagedDir: String { root + "/damaged" }
     var refs: String { root + "/refs.json" }
 

@@ -140,3 +140,32 @@ def test_platform_named_but_not_offered(imgvol, registry, publish):
     res = imgvol.run("pull", "--tls-verify=false", "--platform", "linux/s390x", a.ref)
     assert_error(res, "linux/s390x", "built for", single_line=True)
     assert imgvol.images() == []
+
+
+def test_read_only_store_serves(imgvol, registry, publish, mounter, root, tmp_path, imgvol_bin, base_env):
+    """A store pre-seeded on read-only media: listing, checking, unpacking and mounting a
+    cached image work; writers fail with a clear error."""
+    import subprocess
+    from support.cli import Imgvol
+    a, b = two_images(registry, publish)
+    imgvol.pull(a.ref)
+    ro = tmp_path / "ro-root"
+    ro.mkdir()
+    subprocess.run(["mount", "--bind", str(root), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        store = Imgvol(imgvol_bin, str(ro), base_env)
+        assert [im["reference"] for im in store.images()] == [a.ref]
+        store.ok("check")
+        mp = mounter.mountpoint()
+        res = store.run("mount", "--pull", "never", a.ref, mp)
+        assert res.rc == 0, res.describe()
+        try:
+            assert open(os.path.join(mp, "a.txt")).read() == "a\n" * 500
+            assert [m["mountpoint"] for m in json.loads(store.ok("mounts", "--format", "json").stdout)] == [mp]
+        finally:
+            assert store.run("unmount", mp).rc == 0
+        res = store.run("pull", "--tls-verify=false", b.ref)
+        assert res.rc != 0 and "Error:" in res.stderr, res.describe()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)])
