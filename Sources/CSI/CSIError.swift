@@ -48,6 +48,7 @@ public struct CSIError: Error, CustomStringConvertible, Sendable, Equatable {
             case .notCached: self.init(.failedPrecondition, error.message)
             case .noMatchingPlatform: self.init(.failedPrecondition, error.message)
             case .invalidImage, .diffIDMismatch: self.init(.failedPrecondition, error.message)
+            case .noSpace: self.init(.resourceExhausted, error.message)
             }
         case let error as OCIError:
             switch error.kind {

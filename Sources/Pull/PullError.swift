@@ -7,6 +7,7 @@ public struct PullError: Error, CustomStringConvertible, Sendable {
         case diffIDMismatch
         case invalidImage
         case notCached
+        case noSpace
     }
 
     public let kind: Kind

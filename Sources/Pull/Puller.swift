@@ -1,4 +1,7 @@
 import FileIO
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import OCI
 import Registry
@@ -22,13 +25,39 @@ struct Puller: Sendable {
     /// the event loop cost more than a further stream gains.
     var rangeStreams = 2
 
+    /// A full disk is said in the user's terms: how much the image needs and how much is free.
     @discardableResult
     func pull(_ reference: Reference) async throws -> ImageRecord {
+        var layerBytes: Int64 = 0
+        do { return try await pullOnce(reference, layerBytes: &layerBytes) } catch {
+            guard Self.isOutOfSpace(error) else { throw error }
+            throw PullError(.noSpace, spaceMessage(reference, layerBytes: layerBytes, cause: error))
+        }
+    }
+
+    static func isOutOfSpace(_ error: any Error) -> Bool {
+        if let error = error as? SystemError { return [ENOSPC, EDQUOT].contains(error.errno) }
+        if let error = error as? StoreError { return error.kind == .noSpace }
+        return false
+    }
+
+    private func spaceMessage(_ reference: Reference, layerBytes: Int64, cause: any Error) -> String {
+        var st = statvfs()
+        let free = statvfs(store.root, &st) == 0 ? Int64(st.f_bavail) * Int64(st.f_frsize) : -1
+        let mib = { (bytes: Int64) in "\((bytes * 10 / 1_048_576 + 5) / 10) MiB" }
+        let freeText = free >= 0 ? "\(mib(free)) free" : "free space unknown"
+        let neededText = layerBytes > 0 ? "the image needs at least \(mib(layerBytes)) (its layers as sent; more unpacked), " : ""
+        return "no space left in the store at \(store.root) pulling \(reference): \(neededText)\(freeText) (\(cause)); "
+            + "free space (imgvol prune, imgvol rm) or pass a --root with room; the store is unchanged and the pull resumes"
+    }
+
+    private func pullOnce(_ reference: Reference, layerBytes: inout Int64) async throws -> ImageRecord {
         let gc = try await store.gcLock(exclusive: false)
         defer { gc.release() }
 
         let resolved = try await resolve(reference)
         let manifest = resolved.manifest
+        layerBytes = manifest.layers.reduce(0) { $0 + $1.size }
         // A record that does not decode is written again by this pull; a layer whose index
         // does not decode is moved aside and fetched again.
         if store.hasImage(resolved.fetched.digest), let record = try? store.readImage(resolved.fetched.digest) {

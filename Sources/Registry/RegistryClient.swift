@@ -5,6 +5,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import OCI
+import FileIO
 
 /// The OCI distribution client: one per command, shared by all of its downloads.
 ///
@@ -185,6 +186,10 @@ public final class RegistryClient: Sendable {
             do {
                 return try await body()
             } catch let error as RegistryError where error.kind != .network {
+                throw error
+            } catch let error as SystemError {
+                // The local disk failed (a full store, an I/O error), not the registry: a retry
+                // would fail the same way, after downloading again.
                 throw error
             } catch let error as NIOSSLError {
                 throw RegistryError(.network, "\(what): TLS failed (\(error)); if the registry serves plain HTTP or a self-signed certificate, pass --tls-verify=false")

@@ -1,5 +1,8 @@
 import FileIO
 import OCI
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A store operation that failed, with the object and path involved.
 public struct StoreError: Error, CustomStringConvertible, Sendable {
@@ -8,6 +11,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case digestMismatch
         case notFound
         case corrupt
+        /// The store's file system is full (ENOSPC, EDQUOT).
+        case noSpace
     }
 
     public let kind: Kind
@@ -18,7 +23,9 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         self.detail = detail
     }
 
-    public static func io(_ error: SystemError) -> StoreError { StoreError(.io, error.description) }
+    public static func io(_ error: SystemError) -> StoreError {
+        StoreError([ENOSPC, EDQUOT].contains(error.errno) ? .noSpace : .io, error.description)
+    }
 
     public var description: String { detail }
 }
