@@ -50,9 +50,13 @@ struct LayerFetcher: Sendable {
             }
             let diffID: Digest
             var index: LayerIndex?
-            if let known, store.hasLayerTar(known) {
+            if let known, store.hasLayerTar(known), store.storedTarIsWhole(known) {
                 diffID = known
             } else {
+                if let known, store.hasLayerTar(known) {
+                    logger.warning("layer \(known): a tar without its index and files was left by an interrupted command; moved aside, fetching it again")
+                    try store.setAsideLayer(known)
+                }
                 progress?.layerStarted(layer.digest, size: layer.size)
                 if compression == .none, layer.size < Self.splitMinimum {
                     diffID = layer.digest

@@ -47,7 +47,10 @@ extension ContentStore {
             report.freedBytes += remove("\(blobsDir)/\(name)")
         }
         var seenLayers = Set<Digest>()
-        for name in FileSystem.listDirectory(layersDir) {
+        // Index first, files stored apart last: a removal cut short leaves a layer that is
+        // absent (no index) and never a tar whose holes have lost their files.
+        let rank = { (name: String) in name.hasSuffix(".idx") ? 0 : name.hasSuffix(".tar") ? 1 : 2 }
+        for name in FileSystem.listDirectory(layersDir).sorted(by: { (rank($0), $0) < (rank($1), $1) }) {
             guard let dot = name.lastIndex(of: "."), let digest = try? Digest(hex: String(name[..<dot])),
                   !liveLayers.contains(digest) else { continue }
             report.freedBytes += remove("\(layersDir)/\(name)")

@@ -33,6 +33,19 @@ extension ContentStore {
         return moved
     }
 
+    /// Whether a tar found without its index (a pull or a removal cut short) can be indexed as
+    /// the layer: only a whole tar that hashes to its diff_id. A split tar has holes where its
+    /// big files were, and without the index nobody knows that its files are all there.
+    public func storedTarIsWhole(_ diffID: Digest) -> Bool {
+        guard !layerFiles(diffID).exists else { return false }
+        return (try? Self.hash([(layerTarPath(diffID), 0, nil)])) == diffID
+    }
+
+    /// Moves a layer's files aside (see `storedTarIsWhole`).
+    public func setAsideLayer(_ diffID: Digest) throws(StoreError) {
+        try setAside([layerIndexPath(diffID), layerTarPath(diffID), layerFiles(diffID).directory])
+    }
+
     /// Index first: a layer is present only while its index is.
     func setAside(_ paths: [String]) throws(StoreError) {
         let stamp = UTCTimestamp.now().filter { $0.isNumber }

@@ -14,6 +14,7 @@ in teardown, pass or fail.
 
 from __future__ import annotations
 
+import re
 import hashlib
 import json
 import os
@@ -536,6 +537,8 @@ def assert_enospc_error(res, ctx) -> str:
     errors = res.error_lines()
     assert len(errors) == 1, f"{ctx}: expected one 'Error:' line\n{res.describe()}"
     assert "no space" in errors[0].lower(), f"{ctx}: the error does not say 'no space'\n{res.describe()}"
+    assert re.search(r"needs at least [0-9.]+ MiB", errors[0]) and re.search(r"[0-9.]+ MiB free", errors[0]), \
+        f"{ctx}: the error does not say how much was needed and how much is free\n{res.describe()}"
     return errors[0]
 
 
