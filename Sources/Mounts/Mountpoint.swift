@@ -13,7 +13,7 @@ public struct Mountpoint: Sendable {
     public let path: String
     private let claim: OpenFile
 
-    /// Trees a mount must not hide: the kernel's and the store's own.
+    /// The kernel's trees: a mount there would hide what processes and devices are.
     static let systemTrees = ["/proc", "/sys", "/dev"]
 
     public static func claim(_ given: String, store: ContentStore) throws -> Mountpoint {
