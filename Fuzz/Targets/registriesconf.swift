@@ -7,12 +7,13 @@ import Registry
 let references: [Reference] = ["alpine", "quay.io/org/app:1", "localhost:5000/x@sha256:" + String(repeating: "a", count: 64),
                                "registry.example.com/ns/repo/sub:tag"].map { try! Reference($0) }
 
-/// Known bug, found by this target: toml++ 3.4.0 (in TOMLKit 0.6) asserts in
+/// Known bugs, found by this target: toml++ 3.4.0 (in TOMLKit 0.6) asserts in
 /// `parser::parse_key` (toml.hpp:15481) when a table header's key starts with anything but a
-/// bare-key character or a quote (`[[[x]]]`, `[!]`, `[[` and a newline), so such a
-/// registries.conf aborts a debug imgvol (SIGABRT) and is undefined behaviour under NDEBUG
-/// (the assertion becomes an assumption). The fuzz build routes toml++'s assertions to
-/// Fuzz/Support/TOMLAssert, which counts that one; inputs that hit it are not looked at further.
+/// bare-key character or a quote (`[[[x]]]`, `[!]`, `[[` and a newline), and in
+/// `parser::parse_value` (toml.hpp:14994) when an array element starts with a terminator
+/// (`a = [}`): such a registries.conf aborts a debug imgvol (SIGABRT) and is undefined behaviour
+/// under NDEBUG (the assertions become assumptions). The fuzz build routes toml++'s assertions
+/// to Fuzz/Support/TOMLAssert, which counts those two; inputs that hit them are skipped.
 @_silgen_name("imgvol_fuzz_toml_known_asserts")
 func knownTOMLAsserts() -> Int
 
