@@ -19,7 +19,7 @@ extension MountTable {
     /// Fails, removing nothing, when a record cannot be read and some imgvol mount in the
     /// kernel has no readable record: that mount's image is unknown, and pruning could take it.
     public func sweep() throws -> Sweep {
-        let mounted = Set(Self.kernelMounts().filter { $0.fstype == "fuse.imgvol" }.map(\.mountpoint))
+        let mounted = Self.imgvolMountpoints()
         let names: [String]
         do { names = try FileSystem.names(in: store.mountsDir) } catch {
             throw MountServer.Failure("cannot list the mount records in \(store.mountsDir): \(error); nothing was pruned")
@@ -28,18 +28,13 @@ extension MountTable {
         var recorded = Set<String>()
         var damaged: [String] = []
         var ended: [String] = []
-        for name in names where name.hasSuffix(".json") {
-            let path = "\(store.mountsDir)/\(name)"
-            let record: MountRecord
-            do { record = try JSONCoding.decode(MountRecord.self, from: try FileSystem.readFile(path), what: path) } catch {
-                damaged.append(String(name.dropLast(5)))
-                continue
-            }
-            if Self.processAlive(record.pid), mounted.contains(record.mountpoint) {
+        for file in recordFiles(names) {
+            guard let record = file.record else { damaged.append(file.key); continue }
+            if Self.isLive(record, mounted: mounted) {
                 sweep.served.insert(record.digest)
                 recorded.insert(record.mountpoint)
             } else {
-                ended.append(String(name.dropLast(5)))
+                ended.append(file.key)
             }
         }
         let unknown = mounted.subtracting(recorded)

@@ -44,15 +44,36 @@ public struct MountTable: Sendable {
         return try? JSONCoding.decode(MountRecord.self, from: bytes, what: "mount record")
     }
 
-    /// Records whose server is alive and whose mount is present.
+    /// Records whose server is alive and whose mount is present. Best effort: a record that
+    /// cannot be read is not listed (`sweep` is the reader that must not miss one).
     public func live() -> [MountRecord] {
-        let mounted = Set(Self.kernelMounts().filter { $0.fstype == "fuse.imgvol" }.map(\.mountpoint))
-        return FileSystem.listDirectory(store.mountsDir).compactMap { name -> MountRecord? in
-            guard name.hasSuffix(".json"), let bytes = try? FileSystem.readFile("\(store.mountsDir)/\(name)"),
-                  let record = try? JSONCoding.decode(MountRecord.self, from: bytes, what: "mount record") else { return nil }
-            guard Self.processAlive(record.pid), mounted.contains(record.mountpoint) else { return nil }
-            return record
-        }.sorted { $0.mountpoint < $1.mountpoint }
+        let mounted = Self.imgvolMountpoints()
+        let names = (try? FileSystem.names(in: store.mountsDir)) ?? []
+        return recordFiles(names).compactMap(\.record).filter { Self.isLive($0, mounted: mounted) }
+            .sorted { $0.mountpoint < $1.mountpoint }
+    }
+
+    /// One `<key>.json` under the records directory, and its record (nil: it does not decode).
+    struct RecordFile {
+        let key: String
+        let record: MountRecord?
+    }
+
+    /// The records among `names`, the entries of the records directory.
+    func recordFiles(_ names: [String]) -> [RecordFile] {
+        names.filter { $0.hasSuffix(".json") }.map { name in
+            let path = "\(store.mountsDir)/\(name)"
+            let record = (try? FileSystem.readFile(path)).flatMap { try? JSONCoding.decode(MountRecord.self, from: $0, what: path) }
+            return RecordFile(key: String(name.dropLast(5)), record: record)
+        }
+    }
+
+    static func imgvolMountpoints() -> Set<String> {
+        Set(kernelMounts().filter { $0.fstype == "fuse.imgvol" }.map(\.mountpoint))
+    }
+
+    static func isLive(_ record: MountRecord, mounted: Set<String>) -> Bool {
+        processAlive(record.pid) && mounted.contains(record.mountpoint)
     }
 
     /// Running, not a zombie: a server whose parent died is reaped only later by init, and

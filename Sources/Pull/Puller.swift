@@ -64,12 +64,11 @@ struct Puller: Sendable {
             for part in try store.setAsideDamagedLayers(of: record) {
                 logger.warning("\(reference): \(part); moved aside to \(store.layout.damagedDir), fetching it again")
             }
-        }
-        if store.hasImage(resolved.fetched.digest), let record = try? store.readImage(resolved.fetched.digest),
-           record.layers.allSatisfy({ store.hasLayer($0) }), record.blobs.allSatisfy({ store.hasBlob($0) }) {
-            for layer in record.layers { progress?.layerFinished(layer.digest, cached: true) }
-            try await store.setReference(reference, to: record.digest)
-            return record
+            if record.layers.allSatisfy({ store.hasLayer($0) }), record.blobs.allSatisfy({ store.hasBlob($0) }) {
+                for layer in record.layers { progress?.layerFinished(layer.digest, cached: true) }
+                try await store.setReference(reference, to: record.digest)
+                return record
+            }
         }
 
         let endpoints = try resolved.endpoints(reference, client: client)
