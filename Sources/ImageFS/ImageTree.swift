@@ -116,8 +116,16 @@ public struct ImageTree: Sendable {
         try visit(Self.rootIndex, "")
     }
 
+    /// The regular files' sizes added up, stopping at `Int64.max`: a tree read from disk may hold
+    /// any sizes, and `statfs` must answer rather than trap. A negative size counts as none.
     public var totalSize: Int64 {
-        inodes.reduce(0) { $0 + ($1.kind == .regular ? $1.size : 0) }
+        var total: Int64 = 0
+        for node in inodes where node.kind == .regular && node.size > 0 {
+            let (sum, overflow) = total.addingReportingOverflow(node.size)
+            if overflow { return .max }
+            total = sum
+        }
+        return total
     }
 
     init(inodes: [Inode]) { self.inodes = inodes }
