@@ -46,16 +46,23 @@ extension ContentStore {
         try setAside([layerIndexPath(diffID), layerTarPath(diffID), layerFiles(diffID).directory])
     }
 
-    /// Index first: a layer is present only while its index is.
+    /// Index first: a layer is present only while its index is. Every directory a rename
+    /// touched is synced before this returns, damaged/ before the places the parts left: a
+    /// crash after it cannot bring a damaged part back to where it would be trusted again.
     func setAside(_ paths: [String]) throws(StoreError) {
         let stamp = UTCTimestamp.now().filter { $0.isNumber }
         do {
             try FileSystem.makeDirectory(layout.damagedDir, mode: 0o700)
+            FileSystem.syncDirectory(layout.root)
+            var sources: [String] = []
             for path in paths where FileSystem.exists(path) {
                 let name = path.split(separator: "/").last.map(String.init) ?? "part"
                 try FileSystem.rename(path, "\(layout.damagedDir)/\(name).\(stamp)")
+                let parent = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+                if !sources.contains(parent) { sources.append(parent) }
             }
-            FileSystem.syncDirectory(layersDir)
+            FileSystem.syncDirectory(layout.damagedDir)
+            for directory in sources { FileSystem.syncDirectory(directory) }
         } catch {
             throw StoreError(.io, "cannot move damaged parts aside to \(layout.damagedDir): \(error)")
         }
