@@ -43,6 +43,9 @@ public struct RegistriesConf: Sendable, Equatable {
     public init(registries: [Registry] = []) { self.registries = registries }
 
     public init(toml: String, path: String) throws(RegistryError) {
+        if let found = TOMLPrecheck.firstProblem(in: toml) {
+            throw RegistryError(.invalidConfiguration, "registries.conf \(path) is not valid TOML: line \(found.line), column \(found.column): \(found.problem); fix the file")
+        }
         do {
             registries = try TOMLDecoder().decode(Document.self, from: toml).registry ?? []
         } catch let error as DecodingError {
