@@ -40,6 +40,9 @@ let package = Package(
         .target(name: "OCI", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Chunk checksums: recorded as verified bytes stream into the store, checked before a
+        // stored byte is first served or unpacked (ISA-L's CRC-64).
+        .target(name: "Integrity", dependencies: ["FileIO", "CISAL"]),
         // 1. The distribution client: auth, mirrors, manifests, blob and range requests.
         .target(name: "Registry", dependencies: [
             "OCI", "FileIO",
@@ -52,23 +55,23 @@ let package = Package(
         ]),
         // 2. Verified blob streams: resumable partial files, pipes, concurrent Range windows,
         // each hashed as it arrives.
-        .target(name: "Transfer", dependencies: ["OCI", "FileIO", "Registry"]),
+        .target(name: "Transfer", dependencies: ["OCI", "FileIO", "Registry", "Integrity"]),
         // 3. Layers: decompression, tar splitting and indexing (libarchive, ISA-L).
         // libarchive is linked statically: only the objects imgvol calls come in (tar, gzip,
         // zstd), not the shared library's dependencies (libxml2, and through it ICU's 30 MB of
         // data), whose loading would be a third of a cold `imgvol mount`.
-        .target(name: "Layers", dependencies: ["OCI", "FileIO", "CArchive", "CISAL"],
+        .target(name: "Layers", dependencies: ["OCI", "FileIO", "Integrity", "CArchive", "CISAL"],
                 linkerSettings: [.linkedLibrary(":libarchive.a"), .linkedLibrary("z"), .linkedLibrary("zstd")]),
         // 4. The on-disk content-addressed cache; the one owner of its layout.
-        .target(name: "Store", dependencies: ["OCI", "FileIO", "Layers"]),
+        .target(name: "Store", dependencies: ["OCI", "FileIO", "Integrity", "Layers"]),
         // 5. The merged read-only tree of a stored image, unpacking, and the FUSE server.
-        .target(name: "ImageFS", dependencies: ["OCI", "FileIO", "Layers", "Store", "CFuse", "CFuseProtocol", "CLinux",
+        .target(name: "ImageFS", dependencies: ["OCI", "FileIO", "Integrity", "Layers", "Store", "CFuse", "CFuseProtocol", "CLinux",
             .product(name: "Logging", package: "swift-log")]),
         // Orchestration of 1-4: a pull (and a lazy mount's pull), one session type per front end.
         .target(name: "Pull", dependencies: ["OCI", "FileIO", "Registry", "Transfer", "Layers", "Store", "ImageFS",
             .product(name: "Logging", package: "swift-log")]),
         // Orchestration of 5: mount servers in the background, their records and readiness.
-        .target(name: "Mounts", dependencies: ["OCI", "FileIO", "CLinux", "Store", "ImageFS", "Pull",
+        .target(name: "Mounts", dependencies: ["OCI", "FileIO", "CLinux", "Integrity", "Store", "ImageFS", "Pull",
             .product(name: "Logging", package: "swift-log")]),
         // Front ends. The Docker/podman volume plugin API over a unix socket.
         .target(name: "VolumePlugin", dependencies: ["Mounts", "Pull", "OCI", "FileIO", "Store", "Registry",
@@ -103,11 +106,12 @@ let package = Package(
         // Fixtures shared by the test targets (tars written by an independent writer).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FileIOTests", dependencies: ["FileIO", "TestSupport"]),
+        .testTarget(name: "IntegrityTests", dependencies: ["Integrity", "FileIO", "TestSupport"]),
         .testTarget(name: "TransferTests", dependencies: ["Transfer", "Registry", "OCI", "FileIO"]),
         .testTarget(name: "OCITests", dependencies: ["OCI"]),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "OCI"]),
         .testTarget(name: "LayersTests", dependencies: ["Layers", "OCI", "FileIO", "TestSupport"]),
-        .testTarget(name: "StoreTests", dependencies: ["Store", "Layers", "OCI"]),
+        .testTarget(name: "StoreTests", dependencies: ["Store", "Integrity", "Layers", "OCI"]),
         .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Layers", "OCI", "Store", "TestSupport"]),
         .testTarget(name: "CSITests", dependencies: ["CSI", "CSIProto", "FileIO", "Mounts", "Pull", "OCI", "Registry", "Store",
             .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -1,6 +1,9 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <linux/fsverity.h>
 #include <linux/openat2.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include "clinux.h"
@@ -28,4 +31,19 @@ int imgvol_open_directory_beneath(int dirfd, const char *path) {
 
 int imgvol_pidfd_open(pid_t pid) {
     return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+int imgvol_enable_verity(int fd) {
+    struct fsverity_enable_arg arg = {
+        .version = 1,
+        .hash_algorithm = FS_VERITY_HASH_ALG_SHA256,
+        .block_size = 4096,
+    };
+    return ioctl(fd, FS_IOC_ENABLE_VERITY, &arg);
+}
+
+int imgvol_has_verity(int fd) {
+    int flags = 0;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) != 0) return 0;
+    return (flags & FS_VERITY_FL) != 0;
 }

@@ -49,6 +49,7 @@ public struct CSIError: Error, CustomStringConvertible, Sendable, Equatable {
             case .noMatchingPlatform: self.init(.failedPrecondition, error.message)
             case .invalidImage, .diffIDMismatch: self.init(.failedPrecondition, error.message)
             case .noSpace: self.init(.resourceExhausted, error.message)
+            case .internalError: self.init(.internalError, error.message)
             }
         case let error as OCIError:
             switch error.kind {

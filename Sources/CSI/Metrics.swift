@@ -12,6 +12,9 @@ public final class CSIMetrics: Sendable {
     private let store: ContentStore
 
     static let pullDuration = "imgvol_csi_pull_duration_seconds"
+    /// Layers and files a mount server found damaged while serving (reads of them fail with
+    /// EIO) and `imgvol check --repair` has not repaired yet.
+    static let damagedParts = "imgvol_csi_damaged_parts"
 
     public init(store: ContentStore) {
         let registry = PrometheusCollectorRegistry()
@@ -24,6 +27,7 @@ public final class CSIMetrics: Sendable {
         self.store = store
         // Present from the start, so dashboards see zeros rather than gaps.
         Gauge(label: "imgvol_csi_live_volumes", factory: factory).record(0)
+        Gauge(label: Self.damagedParts, factory: factory).record(0)
         Counter(label: "imgvol_csi_pull_bytes_total", factory: factory).increment(by: 0)
         for result in ["success", "failure"] {
             Counter(label: "imgvol_csi_pulls_total", dimensions: [("result", result)], factory: factory).increment(by: 0)
@@ -59,9 +63,17 @@ public final class CSIMetrics: Sendable {
         Gauge(label: "imgvol_csi_cache_size_bytes", factory: factory).record(total)
     }
 
+    /// Counted from the store's damage reports when scraped: the mount servers are processes
+    /// of their own, and the reports outlive them. -1 when the reports cannot be read.
+    func updateDamage() {
+        let count = (try? store.damageReports().count) ?? -1
+        Gauge(label: Self.damagedParts, factory: factory).record(count)
+    }
+
     /// The Prometheus text exposition of everything above.
     public func render() -> [UInt8] {
         updateCacheSize()
+        updateDamage()
         return registry.emitToBuffer()
     }
 

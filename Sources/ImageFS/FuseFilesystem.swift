@@ -1,5 +1,6 @@
 import CFuse
 import FileIO
+import Integrity
 import Layers
 import Logging
 import Store
@@ -9,7 +10,11 @@ import Glibc
 #endif
 
 /// What the FUSE callbacks read: an immutable tree and the open layer tars. Everything is
-/// `let`, so the multi-threaded loop needs no lock.
+/// `let`, so the multi-threaded loop needs no lock, but for the files opened on first use and
+/// what the chunk checkers have seen.
+///
+/// Every byte is checked against the chunk sums stored with it before it is first served
+/// (`ChunkVerifier`); a file passes through to the kernel only once all of it checked good.
 ///
 /// Inode numbers: FUSE inode = tree index + 1, except that the served root (the image root, or
 /// the `--subpath` directory) is always inode 1, as the kernel requires.
@@ -25,9 +30,16 @@ public final class FuseFilesystem: Sendable {
     /// may pass through to it.
     let layerSizes: [Int64]
     let passthrough: FusePassthrough?
+    /// Per layer, the checker of its data file's chunks (nil for a lazy layer still arriving).
+    let verifiers: [ChunkVerifier?]
     /// Files stored apart from their layer tar (`LayerSplit`), opened on first use and kept
-    /// open for the mount's life: by tree index.
-    private let apartFiles = Mutex<[UInt32: OpenFile]>([:])
+    /// open for the mount's life, with their checkers: by tree index.
+    private let apartFiles = Mutex<[UInt32: ServedFile]>([:])
+    /// Opens served without passthrough and not yet released, by tree index: the kernel fails
+    /// a passthrough open of an inode that has such opens.
+    private let cachedOpens = Mutex<[UInt32: Int]>([:])
+    /// Told once per stored file whose bytes did not match their sums.
+    let onDamage: @Sendable (_ layer: Int32, _ damage: ChunkDamage) -> Void
     /// Content never changes: the kernel may cache names, attributes and pages for as long as
     /// it likes.
     let timeout: Double = 86400 * 365
@@ -37,8 +49,11 @@ public final class FuseFilesystem: Sendable {
 
     /// `passthrough: false` keeps every read in the server (`IMGVOL_FUSE_PASSTHROUGH=0`).
     public init(tree: ImageTree, layers: [LayerData], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
-                passthrough: Bool = true, logger: Logger? = nil, onInit: @escaping @Sendable () -> Void = {}) {
+                passthrough: Bool = true, logger: Logger? = nil,
+                onDamage: @escaping @Sendable (_ layer: Int32, _ damage: ChunkDamage) -> Void = { _, _ in },
+                onInit: @escaping @Sendable () -> Void = {}) {
         self.onInit = onInit
+        self.onDamage = onDamage
         self.tree = tree
         self.rootIndex = subpathRoot
         self.layers = layers
@@ -47,28 +62,74 @@ public final class FuseFilesystem: Sendable {
         self.layerSizes = layers.map { (try? $0.file.size()) ?? -1 }
         self.gates = gates
         self.passthrough = passthrough ? FusePassthrough(logger: logger) : nil
+        verifiers = layers.indices.map { i in i < gates.count && gates[i] != nil ? nil : layers[i].verifier() }
+    }
+
+    /// A store file a mount reads from, and the checker of its chunks.
+    struct ServedFile: Sendable {
+        let file: OpenFile
+        let verifier: ChunkVerifier?
     }
 
     /// The file a node stored apart is read from (nil when it cannot be opened).
-    func apartFile(_ index: UInt32, _ node: ImageTree.Inode) -> OpenFile? {
+    func apartFile(_ index: UInt32, _ node: ImageTree.Inode) -> ServedFile? {
         apartFiles.withLock { open in
-            if let file = open[index] { return file }
+            if let served = open[index] { return served }
             guard node.layer >= 0, Int(node.layer) < layers.count,
-                  let file = try? layers[Int(node.layer)].openApart(offset: node.dataOffset) else { return nil }
-            open[index] = file
-            return file
+                  let (file, verifier) = try? layers[Int(node.layer)].openApartVerified(offset: node.dataOffset) else { return nil }
+            let served = ServedFile(file: file, verifier: verifier)
+            open[index] = served
+            return served
         }
     }
 
+    /// The store file and offset that hold `node`'s bytes, with its checker.
+    func source(_ index: UInt32, _ node: ImageTree.Inode) -> (ServedFile, offset: Int64)? {
+        if node.storedApart { return apartFile(index, node).map { ($0, 0) } }
+        guard node.layer >= 0, Int(node.layer) < layers.count else { return nil }
+        return (ServedFile(file: layers[Int(node.layer)].file, verifier: verifiers[Int(node.layer)]), node.dataOffset)
+    }
+
+    /// Checks the chunks under `[offset, offset + length)` of `node` (offsets in the file);
+    /// false when the file has a bad chunk anywhere, which is reported the first time.
+    func verify(_ index: UInt32, _ node: ImageTree.Inode, offset: Int64, length: Int) -> Bool {
+        guard let (served, base) = source(index, node) else { return false }
+        guard let verifier = served.verifier else { return true }
+        if verifier.isDamaged(offset: base, length: node.size) { return false }
+        guard let (damage, newly) = verifier.check(offset: base + offset, length: length) else { return true }
+        if newly { onDamage(node.layer, damage) }
+        return false
+    }
+
     /// The backing file id an open of `node` passes through to, if any: only a file whose
-    /// bytes are a whole, complete store file (a lazy layer still arriving never qualifies).
-    func backingID(for index: UInt32, _ node: ImageTree.Inode) -> Int32? {
+    /// bytes are a whole, complete store file (a lazy layer still arriving never qualifies),
+    /// every chunk of it checked good, and no open of it served by the server still open.
+    /// Otherwise the open is counted as served (until `released`).
+    func openBacking(for index: UInt32, _ node: ImageTree.Inode) -> Int32? {
+        cachedOpens.withLock { opens in
+            if opens[index, default: 0] == 0, let id = passthroughCandidate(index, node) { return id }
+            opens[index, default: 0] += 1
+            return nil
+        }
+    }
+
+    /// An open served by the server was released.
+    func released(_ index: UInt32) {
+        cachedOpens.withLock { opens in
+            guard let count = opens[index] else { return }
+            opens[index] = count > 1 ? count - 1 : nil
+        }
+    }
+
+    private func passthroughCandidate(_ index: UInt32, _ node: ImageTree.Inode) -> Int32? {
         guard let passthrough, node.kind == .regular, node.layer >= 0, Int(node.layer) < layerFDs.count,
               gate(node.layer) == nil else { return nil }
         if node.storedApart {
-            return apartFile(index, node).flatMap { passthrough.backingID(for: $0.fd) }
+            guard let served = apartFile(index, node), served.verifier?.isVerified ?? true else { return nil }
+            return passthrough.backingID(for: served.file.fd)
         }
-        guard node.dataOffset == 0, layerSizes[Int(node.layer)] == node.size else { return nil }
+        guard node.dataOffset == 0, layerSizes[Int(node.layer)] == node.size,
+              verifiers[Int(node.layer)]?.isVerified ?? true else { return nil }
         return passthrough.backingID(for: layerFDs[Int(node.layer)])
     }
 

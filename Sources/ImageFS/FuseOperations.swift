@@ -21,7 +21,7 @@ enum FuseOperations {
         ops.readlink = { req, ino in FuseOperations.readlink(req, ino) }
         ops.open = { req, ino, fi in FuseOperations.open(req, ino, fi) }
         ops.read = { req, ino, size, offset, fi in FuseOperations.read(req, ino, size, offset, fi) }
-        ops.release = { req, _, _ in fuse_reply_err(req, 0) }
+        ops.release = { req, ino, fi in FuseOperations.release(req, ino, fi) }
         ops.opendir = { req, ino, fi in FuseOperations.opendir(req, ino, fi) }
         ops.readdir = { req, ino, size, offset, _ in FuseOperations.readdir(req, ino, size, offset, plus: false) }
         ops.readdirplus = { req, ino, size, offset, _ in FuseOperations.readdir(req, ino, size, offset, plus: true) }
@@ -104,20 +104,32 @@ enum FuseOperations {
         if node.kind == .directory { fuse_reply_err(req, EISDIR); return }
         if node.storedApart {
             // Opened once for the mount's life; reads then find it without a lookup.
-            guard let file = fs.apartFile(index, node) else { fuse_reply_err(req, EIO); return }
-            imgvol_set_file_handle(fi, UInt64(file.fd))
+            guard let served = fs.apartFile(index, node) else { fuse_reply_err(req, EIO); return }
+            imgvol_set_file_handle(fi, UInt64(served.file.fd))
         }
-        guard let backing = fs.backingID(for: index, node) else {
+        guard let backing = fs.openBacking(for: index, node) else {
             imgvol_set_keep_cache(fi)
             fuse_reply_open(req, fi)
             return
         }
         // The kernel refuses FOPEN_KEEP_CACHE with passthrough (the backing file has its own
-        // cache). The reply is written on this thread, inside fuse_reply_open.
+        // cache). The reply is written on this thread, inside fuse_reply_open. No read of
+        // this open reaches the server; its handle only tells `release` what it was.
+        imgvol_set_file_handle(fi, passthroughHandle)
         imgvol_set_noflush(fi)
         imgvol_fuse_set_open_backing(backing)
         fuse_reply_open(req, fi)
         imgvol_fuse_set_open_backing(0)
+    }
+
+    /// The file handle of an open that passes through to its backing file.
+    static let passthroughHandle: UInt64 = 1 << 63
+
+    static func release(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+        if let fs = filesystem(req), let index = fs.index(ino), let fi, imgvol_file_handle(fi) != passthroughHandle {
+            fs.released(index)
+        }
+        fuse_reply_err(req, 0)
     }
 
     static func read(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
@@ -130,7 +142,7 @@ enum FuseOperations {
         let length = Int(min(Int64(size), node.size - start))
         if node.storedApart {
             // A file stored apart is its own file, from offset 0; open put its descriptor in fh.
-            guard let fi else { fuse_reply_err(req, EIO); return }
+            guard let fi, fs.verify(index, node, offset: start, length: length) else { fuse_reply_err(req, EIO); return }
             imgvol_reply_fd(req, Int32(truncatingIfNeeded: imgvol_file_handle(fi)), off_t(start), length)
             return
         }
@@ -139,6 +151,7 @@ enum FuseOperations {
             fuse_reply_err(req, EIO)
             return
         }
+        guard fs.verify(index, node, offset: start, length: length) else { fuse_reply_err(req, EIO); return }
         imgvol_reply_fd(req, fs.layerFDs[Int(node.layer)], off_t(node.dataOffset + start), length)
     }
 
@@ -190,7 +203,7 @@ enum FuseOperations {
         var st = statvfs()
         st.f_bsize = 4096
         st.f_frsize = 4096
-        st.f_blocks = fsblkcnt_t((fs.tree.totalSize + 4095) / 4096)
+        st.f_blocks = fsblkcnt_t(fs.tree.totalSize / 4096 + (fs.tree.totalSize % 4096 == 0 ? 0 : 1))
         st.f_files = fsfilcnt_t(fs.tree.inodes.count)
         st.f_namemax = 255
         fuse_reply_statfs(req, &st)

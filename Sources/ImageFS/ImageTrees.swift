@@ -16,7 +16,12 @@ public struct ImageTrees: Sendable {
     }
 
     public func tree(of record: ImageRecord) throws -> ImageTree {
-        if let bytes = try? FileSystem.readFile(store.treePath(record.digest)), let tree = try? ImageTree(decoding: bytes) { return tree }
+        if let bytes = try? FileSystem.readFile(store.treePath(record.digest)) {
+            do { return try ImageTree(decoding: bytes) } catch {
+                // Derived data: built again from the layer indexes, and the cache rewritten.
+                logger.warning("the cached tree of \(record.digest) (\(store.treePath(record.digest))) is damaged (\(error)); building it again")
+            }
+        }
         let layers = try record.layers.map { (name: $0.digest.description, index: try store.index(of: $0)) }
         let tree = try ImageTree.build(layers: layers)
         cache(tree, of: record)

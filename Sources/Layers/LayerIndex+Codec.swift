@@ -1,6 +1,10 @@
-/// The on-disk form of a layer index (`layers/<diff_id>.idx`).
+import Integrity
+
+/// The on-disk form of a layer index (`layers/<diff_id>.idx`), sealed with a CRC-64.
 extension LayerIndex {
-    static let magic: [UInt8] = Array("IMGVOL-LAYER-INDEX-2\n".utf8)
+    static let magic: [UInt8] = Array("IMGVOL-LAYER-INDEX-3\n".utf8)
+    /// Version 2 had no seal; still read, as an older imgvol wrote it.
+    static let magicV2: [UInt8] = Array("IMGVOL-LAYER-INDEX-2\n".utf8)
     /// Version 1 had no flags byte: nothing was stored apart.
     static let magicV1: [UInt8] = Array("IMGVOL-LAYER-INDEX-1\n".utf8)
 
@@ -30,11 +34,12 @@ extension LayerIndex {
             w.u32(e.deviceMinor)
             w.xattrs(e.xattrs)
         }
-        return w.bytes
+        return Sealed.seal(w.bytes)
     }
 
-    public init(decoding bytes: [UInt8]) throws(DecodingError) {
-        let hasFlags = bytes.starts(with: Self.magic)
+    public init(decoding file: [UInt8]) throws(DecodingError) {
+        guard let bytes = Sealed.body(of: file, sealedMagic: Self.magic) else { throw DecodingError(reason: "its checksum does not match") }
+        let hasFlags = bytes.starts(with: Self.magic) || bytes.starts(with: Self.magicV2)
         guard hasFlags || bytes.starts(with: Self.magicV1) else { throw DecodingError(reason: "wrong magic") }
         var r = BinaryReader(Array(bytes.dropFirst(Self.magic.count)))
         do {

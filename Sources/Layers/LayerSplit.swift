@@ -1,4 +1,5 @@
 import FileIO
+import Integrity
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,12 +37,14 @@ public enum LayerSplit {
     /// Puts back into the tar every file the splitter stored apart that libarchive's index of
     /// the same tar does not show as a regular file at that offset with that size. Should the
     /// two ever read a tar differently, the tar is whole again there and nothing is lost.
-    public static func reconcile(_ index: LayerIndex, files: [Int64: Int64], tarPath: String, apart: ApartFiles) throws(SystemError) {
-        guard !files.isEmpty else { return }
+    /// Returns the offsets of the files put back (their sums, and the tar's, are then stale).
+    @discardableResult
+    public static func reconcile(_ index: LayerIndex, files: [Int64: Int64], tarPath: String, apart: ApartFiles) throws(SystemError) -> Set<Int64> {
+        guard !files.isEmpty else { return [] }
         var confirmed = Set<Int64>()
         for e in index.entries where e.kind == .regular && files[e.dataOffset] == e.size { confirmed.insert(e.dataOffset) }
         let strays = files.filter { !confirmed.contains($0.key) }
-        guard !strays.isEmpty else { return }
+        guard !strays.isEmpty else { return [] }
         let tar = try OpenFile(path: tarPath, flags: O_WRONLY, mode: 0)
         for (offset, size) in strays {
             let path = apart.path(offset: offset)
@@ -55,19 +58,26 @@ public enum LayerSplit {
             try FileSystem.remove(path)
         }
         try tar.sync()
+        return Set(strays.keys)
     }
 }
 
 /// Writes a layer tar split (see `LayerSplit`): the tar through `tar`, each big file through
-/// a writer of its own in the tar's files directory, created on the first big file.
+/// a writer of its own in the tar's files directory, created on the first big file. Sums the
+/// chunks of each file as it goes (`StoredSums`).
 public final class LayerSplitWriter: TarSplitterOutput {
     public let tar: BackgroundFileWriter
     public let apart: ApartFiles
     /// The layer's digest, for errors.
     let layer: String
-    private var current: (writer: BackgroundFileWriter, offset: Int64, size: Int64)?
+    private var current: (writer: BackgroundFileWriter, offset: Int64, size: Int64, summer: ChunkSummer)?
     /// The files written whole: offset in the tar → size.
     public private(set) var files: [Int64: Int64] = [:]
+    private var tarSummer = ChunkSummer()
+    private var apartSums: [Int64: ChunkSums] = [:]
+
+    /// What was written, once finished.
+    public var sums: StoredSums { StoredSums(data: tarSummer.finish(), apart: apartSums) }
 
     public init(tar: BackgroundFileWriter, apart: ApartFiles, layer: String) {
         self.tar = tar
@@ -75,21 +85,32 @@ public final class LayerSplitWriter: TarSplitterOutput {
         self.layer = layer
     }
 
-    public func tar(_ bytes: UnsafeRawBufferPointer) throws { try tar.write(bytes) }
-    public func tarHole(_ count: Int64) throws { try tar.skip(count) }
+    public func tar(_ bytes: UnsafeRawBufferPointer) throws {
+        tarSummer.update(bytes)
+        try tar.write(bytes)
+    }
+
+    public func tarHole(_ count: Int64) throws {
+        tarSummer.skip(count)
+        try tar.skip(count)
+    }
 
     public func beginFile(at offset: Int64, size: Int64) throws {
         if files.isEmpty { try FileSystem.makeDirectory(apart.directory, mode: 0o700) }
-        current = (try BackgroundFileWriter(path: apart.path(offset: offset)), offset, size)
+        current = (try BackgroundFileWriter(path: apart.path(offset: offset)), offset, size, ChunkSummer())
     }
 
-    public func file(_ bytes: UnsafeRawBufferPointer) throws { try current?.writer.write(bytes) }
+    public func file(_ bytes: UnsafeRawBufferPointer) throws {
+        current?.summer.update(bytes)
+        try current?.writer.write(bytes)
+    }
 
     /// The file is written before the tar goes on; it is synced with the others at the end.
     public func endFile() throws {
         guard let current else { return }
         try current.writer.finish(sync: false)
         files[current.offset] = current.size
+        apartSums[current.offset] = current.summer.finish()
         self.current = nil
     }
 

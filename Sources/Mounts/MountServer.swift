@@ -1,6 +1,7 @@
 import FileIO
 import Foundation
 import ImageFS
+import Integrity
 import Layers
 import Logging
 import OCI
@@ -52,6 +53,17 @@ public struct MountServer: Sendable {
         var tree: ImageTree
         var layers: [LayerData]
         var gates: [(any LayerGate)?] = []
+        /// What names each layer's bytes in the store (diff_id, or a raw file's digest), for
+        /// damage reports.
+        var names: [Digest]
+
+        init(record: ImageRecord, tree: ImageTree, layers: [LayerData], gates: [(any LayerGate)?] = []) {
+            digest = record.digest
+            self.tree = tree
+            self.layers = layers
+            self.gates = gates
+            names = record.layers.map { $0.file == nil ? $0.diffID : $0.digest }
+        }
     }
 
     /// Mounts, records, serves; returns after a clean unmount.
@@ -60,7 +72,7 @@ public struct MountServer: Sendable {
         let trees = ImageTrees(store: store, logger: logger)
         let tree = try trees.tree(of: record)
         logger.debug("tree of \(reference): \(tree.inodes.count) inodes in \(ContinuousClock.now - started)")
-        try serve(Content(digest: record.digest, tree: tree, layers: try trees.layerData(of: record)),
+        try serve(Content(record: record, tree: tree, layers: try trees.layerData(of: record)),
                   reference: reference, mountpoint: mountpoint, subpath: subpath)
     }
 
@@ -77,8 +89,18 @@ public struct MountServer: Sendable {
         let onReady = self.onReady
         let digest = content.digest
         let passthrough = ProcessInfo.processInfo.environment["IMGVOL_FUSE_PASSTHROUGH"] != "0"
+        let store = self.store
+        let names = content.names
+        let onDamage: @Sendable (Int32, ChunkDamage) -> Void = { layer, damage in
+            let name = Int(layer) < names.count ? names[Int(layer)] : digest
+            logger.critical("STORED CONTENT DAMAGED: \(damage) (layer \(name) of \(reference)). Reads of the files it holds fail with EIO; run `imgvol check --repair` to fetch it again")
+            do {
+                try store.report(ContentStore.DamageReport(digest: name, path: damage.path, offset: damage.offset,
+                                                           problem: damage.problem, image: digest))
+            } catch { logger.error("\(error)") }
+        }
         let filesystem = FuseFilesystem(tree: content.tree, layers: content.layers, gates: content.gates, subpathRoot: root,
-                                        passthrough: passthrough, logger: logger) {
+                                        passthrough: passthrough, logger: logger, onDamage: onDamage) {
             do { try table.write(entry) } catch { logger.error("cannot record the mount: \(error)") }
             logger.notice("serving \(reference) (\(digest)) at \(mountpoint)")
             onReady()
@@ -96,7 +118,7 @@ public struct MountServer: Sendable {
     /// and fail. Returns when unmounted; what had not arrived by then is deleted.
     public func serve(_ lazy: LazyPull, reference: String, mountpoint: String, subpath: String?) async throws {
         let sessions = SessionSlot()
-        let content = Content(digest: lazy.record.digest, tree: lazy.tree, layers: lazy.layers, gates: lazy.gates)
+        let content = Content(record: lazy.record, tree: lazy.tree, layers: lazy.layers, gates: lazy.gates)
         let serving = BlockingThreads.task { [self] in
             try serve(content, reference: reference, mountpoint: mountpoint, subpath: subpath) { sessions.set($0) }
         }

@@ -1,5 +1,6 @@
 import FileIO
 import Foundation
+import Integrity
 import Layers
 import Logging
 import OCI
@@ -44,7 +45,7 @@ struct LayerFetcher: Sendable {
             let known = expected ?? (compression == .none ? layer.digest : nil)
             let lock = try await store.lock("layer-\((known ?? layer.digest).hex)")
             defer { lock.release() }
-            if let known, store.hasLayer(known) {
+            if let known, store.hasLayer(known), cachedLayerHasSums(known) {
                 progress?.layerFinished(layer.digest, cached: true)
                 return Fetched(diffID: known, index: nil)
             }
@@ -67,8 +68,26 @@ struct LayerFetcher: Sendable {
                 }
             }
             let committed = store.hasLayer(diffID) ? nil : try commitIndex(layer, diffID: diffID, streamed: index)
+            // A whole tar found without its index (indexed above) has no sums yet.
+            if !store.hasLayerSums(diffID) { try store.recordLayerSums(diffID) }
             progress?.layerFinished(layer.digest, cached: false)
             return Fetched(diffID: diffID, index: committed)
+        }
+    }
+
+    /// A layer stored without chunk sums (by an older imgvol, or its sums were lost) gets them
+    /// now if it verifies against its diff_id; if it does not, it is moved aside (false: fetch
+    /// it again).
+    private func cachedLayerHasSums(_ diffID: Digest) -> Bool {
+        guard !store.hasLayerSums(diffID) else { return true }
+        do {
+            try store.recordLayerSums(diffID)
+            logger.info("layer \(diffID): verified and its chunk checksums recorded")
+            return true
+        } catch {
+            logger.warning("layer \(diffID): \(error); moved aside, fetching it again")
+            do { try store.setAsideLayer(diffID) } catch { logger.error("\(error)") }
+            return false
         }
     }
 
@@ -100,13 +119,23 @@ struct LayerFetcher: Sendable {
         let lock = try await store.lock("blob-\(layer.digest.hex)")
         defer { lock.release() }
         if store.hasBlob(layer.digest) {
-            progress?.layerFinished(layer.digest, cached: true)
-            return
+            if store.hasBlobSums(layer.digest) {
+                progress?.layerFinished(layer.digest, cached: true)
+                return
+            }
+            do {
+                try store.recordBlobSums(layer.digest)
+                progress?.layerFinished(layer.digest, cached: true)
+                return
+            } catch {
+                logger.warning("file \(layer.digest): \(error); moved aside, fetching it again")
+                try store.setAsideBlob(layer.digest)
+            }
         }
         progress?.layerStarted(layer.digest, size: layer.size)
         let partial = try await download(layer, direct: true, endpoints: endpoints, reference: reference)
         try partial.handle.sync()
-        try store.commitBlob(from: partial.path, digest: layer.digest)
+        try store.commitBlob(from: partial.path, digest: layer.digest, sums: partial.sums)
         progress?.layerFinished(layer.digest, cached: false)
     }
 
@@ -120,10 +149,11 @@ struct LayerFetcher: Sendable {
         }
     }
 
-    /// A verified file holding the blob, ready to be renamed into the store.
+    /// A verified file holding the blob, ready to be renamed into the store, and its sums.
     struct Downloaded {
         let path: String
         let handle: OpenFile
+        let sums: ChunkSums
     }
 
     /// Downloads a blob that needs no decompression, verified: a big one with several
@@ -134,7 +164,10 @@ struct LayerFetcher: Sendable {
             do {
                 let blob = try RangedBlob(descriptor: layer, path: path, chunkSize: 16 << 20, readAhead: 0)
                 try await fetchAll(blob, endpoints: endpoints, reference: reference)
-                return Downloaded(path: path, handle: blob.file)
+                guard let sums = blob.sums else {
+                    throw PullError(.internalError, "blob \(layer.digest) of \(reference) verified but its chunk sums were not made")
+                }
+                return Downloaded(path: path, handle: blob.file, sums: sums)
             } catch let error as RegistryError where error.kind == .rangeUnsupported {
                 try? FileSystem.remove(path)
                 logger.info("\(error.message); using one stream")
@@ -155,7 +188,7 @@ struct LayerFetcher: Sendable {
             try? partial.flush()
             throw error
         }
-        return Downloaded(path: partial.path, handle: partial.handle)
+        return Downloaded(path: partial.path, handle: partial.handle, sums: partial.sums())
     }
 
     /// The blob is the layer tar: verified, it is renamed into place. No copy.
@@ -166,7 +199,7 @@ struct LayerFetcher: Sendable {
             throw PullError(.diffIDMismatch, "layer \(layer.digest) of \(reference) is uncompressed, but the image config lists diff_id \(diffID) for it; the image is inconsistent")
         }
         try partial.handle.sync()
-        try store.commitLayerTar(from: partial.path, diffID: diffID)
+        try store.commitLayerTar(from: partial.path, diffID: diffID, sums: partial.sums)
     }
 
     private func fetchCompressed(_ layer: Descriptor, compression: LayerCompression, expected: Digest?,
@@ -193,13 +226,19 @@ struct LayerFetcher: Sendable {
         }
         var index = result.index
         if !store.hasLayerTar(actual) {
+            var sums = result.sums
             if !result.files.isEmpty {
                 // The splitter's reading of the tar, checked against libarchive's.
                 let checked = try index ?? LayerIndexer.index(tarPath: output.tar, layer: layer.digest.description)
-                try LayerSplit.reconcile(checked, files: result.files, tarPath: output.tar, apart: output.apart)
+                let putBack = try LayerSplit.reconcile(checked, files: result.files, tarPath: output.tar, apart: output.apart)
+                if !putBack.isEmpty {
+                    // The tar changed where the files went back: sum it as it is now.
+                    sums = StoredSums(data: try ChunkSummer.sums(of: try OpenFile.openRead(output.tar)),
+                                      apart: sums.apart.filter { !putBack.contains($0.key) })
+                }
                 index = checked
             }
-            try store.commitLayerTar(output, diffID: actual)
+            try store.commitLayerTar(output, diffID: actual, sums: sums)
         }
         try? FileSystem.remove(partialPath(layer.digest))
         return (actual, index)
@@ -322,6 +361,7 @@ struct LayerFetcher: Sendable {
         let diffID: Digest
         let index: LayerIndex?
         let files: [Int64: Int64]
+        let sums: StoredSums
     }
 
     /// Decompresses blob `digest` into `output` (fsynced), split (`LayerSplit`), indexing it
@@ -349,6 +389,6 @@ struct LayerFetcher: Sendable {
             _ = indexer.join()
             throw error
         }
-        return Decompressed(diffID: known ?? hasher.finalize(), index: indexer.join(), files: writer.files)
+        return Decompressed(diffID: known ?? hasher.finalize(), index: indexer.join(), files: writer.files, sums: writer.sums)
     }
 }

@@ -133,7 +133,7 @@ public struct LazyPull: Sendable {
             let blob = blobs[layer.digest]
             let index = try (layer.file == nil ? indexes[layer.digest] : nil) ?? store.index(of: layer)
             treeLayers.append((layer.digest.description, index))
-            layers.append(try blob.map { LayerData(file: $0.file) } ?? store.layerData(of: layer))
+            layers.append(try blob.map { LayerData(file: $0.file, sums: nil) } ?? store.layerData(of: layer))
             gates.append(blob.map { ReadStartsDownload(blob: $0, background: background) })
         }
         let tree = try ImageTree.build(layers: treeLayers)
@@ -189,13 +189,16 @@ public struct LazyPull: Sendable {
         do {
             try await item.blob.verify(item.hashing, reference: reference)
             try item.blob.file.sync()
+            guard let sums = item.blob.sums else {
+                throw PullError(.internalError, "blob \(digest) verified but its chunk sums were not made")
+            }
             if let index = item.index {
                 if !store.hasLayer(item.diffID) {
-                    try store.commitLayerTar(from: item.blob.path, diffID: item.diffID)
+                    try store.commitLayerTar(from: item.blob.path, diffID: item.diffID, sums: sums)
                     try store.commitLayerIndex(index, diffID: item.diffID)
                 }
             } else if !store.hasBlob(digest) {
-                try store.commitBlob(from: item.blob.path, digest: digest)
+                try store.commitBlob(from: item.blob.path, digest: digest, sums: sums)
             }
             try? FileSystem.remove(item.blob.path)
             logger.info("lazy mount of \(reference): \(digest) verified and stored")

@@ -8,6 +8,8 @@ public struct PullError: Error, CustomStringConvertible, Sendable {
         case invalidImage
         case notCached
         case noSpace
+        /// A step imgvol relies on did not happen (a bug to report).
+        case internalError
     }
 
     public let kind: Kind

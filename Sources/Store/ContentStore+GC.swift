@@ -42,13 +42,16 @@ extension ContentStore {
             report.freedBytes += remove(imagePath(digest)) + remove(treePath(digest))
             report.removedImages.append(digest)
         }
+        // A raw file's sums (`<hex>.sums`) go with it.
         for name in FileSystem.listDirectory(blobsDir) {
-            guard let digest = try? Digest(hex: name), !liveBlobs.contains(digest) else { continue }
+            let hex = name.hasSuffix(".sums") ? String(name.dropLast(5)) : name
+            guard let digest = try? Digest(hex: hex), !liveBlobs.contains(digest) else { continue }
             report.freedBytes += remove("\(blobsDir)/\(name)")
         }
         var seenLayers = Set<Digest>()
         // Index first, files stored apart last: a removal cut short leaves a layer that is
-        // absent (no index) and never a tar whose holes have lost their files.
+        // absent (no index) and never a tar whose holes have lost their files. (Its sums go
+        // after the tar: sums without a tar are rewritten by the next pull.)
         let rank = { (name: String) in name.hasSuffix(".idx") ? 0 : name.hasSuffix(".tar") ? 1 : 2 }
         for name in FileSystem.listDirectory(layersDir).sorted(by: { (rank($0), $0) < (rank($1), $1) }) {
             guard let dot = name.lastIndex(of: "."), let digest = try? Digest(hex: String(name[..<dot])),
@@ -61,6 +64,11 @@ extension ContentStore {
         // go only once they are old.
         for name in FileSystem.listDirectory(tmpDir) where !name.hasPrefix(".") || FileSystem.ageInSeconds("\(tmpDir)/\(name)") > 3600 {
             report.freedBytes += remove("\(tmpDir)/\(name)")
+        }
+        // Reports of damage to what is now gone.
+        for name in FileSystem.listDirectory(layout.reportsDir) where name.hasSuffix(".json") {
+            guard let digest = try? Digest(hex: String(name.dropLast(5))), !liveBlobs.contains(digest), !liveLayers.contains(digest) else { continue }
+            report.freedBytes += remove("\(layout.reportsDir)/\(name)")
         }
         // Parts moved aside as damaged: kept for a look until the user prunes.
         for name in FileSystem.listDirectory(layout.damagedDir) {

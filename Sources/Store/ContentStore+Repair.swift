@@ -27,7 +27,7 @@ extension ContentStore {
             } catch {
                 reason = "its index does not decode (\(error))"
             }
-            try setAside([layerIndexPath(layer.diffID), layerTarPath(layer.diffID), layerFiles(layer.diffID).directory])
+            try setAside([layerIndexPath(layer.diffID), layerSumsPath(layer.diffID), layerTarPath(layer.diffID), layerFiles(layer.diffID).directory])
             moved.append(SetAside(layer: layer.diffID, reason: reason))
         }
         return moved
@@ -43,7 +43,7 @@ extension ContentStore {
 
     /// Moves a layer's files aside (see `storedTarIsWhole`).
     public func setAsideLayer(_ diffID: Digest) throws(StoreError) {
-        try setAside([layerIndexPath(diffID), layerTarPath(diffID), layerFiles(diffID).directory])
+        try setAside([layerIndexPath(diffID), layerSumsPath(diffID), layerTarPath(diffID), layerFiles(diffID).directory])
     }
 
     /// Index first: a layer is present only while its index is. Every directory a rename

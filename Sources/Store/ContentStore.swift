@@ -1,4 +1,5 @@
 import FileIO
+import Integrity
 import Layers
 import OCI
 #if canImport(Glibc)
@@ -111,15 +112,15 @@ public final class ContentStore: Sendable {
         layer.file == nil ? layerTarPath(layer.diffID) : blobPath(layer.digest)
     }
 
-    /// A layer's bytes, opened for a mount or `unpack`: its data file, and the files a split
-    /// tar keeps apart.
+    /// A layer's bytes, opened for a mount or `unpack`: its data file, the files a split tar
+    /// keeps apart, and the sums every chunk is checked against before it is used.
     public func layerData(of layer: ImageRecord.Layer) throws(StoreError) -> LayerData {
         let path = dataPath(of: layer)
-        do {
-            return LayerData(file: try OpenFile.openRead(path), apart: layer.file == nil ? layerFiles(layer.diffID) : nil)
-        } catch {
+        let file: OpenFile
+        do { file = try OpenFile.openRead(path) } catch {
             throw StoreError(.notFound, "layer \(layer.diffID) of the image is missing from the store (\(error)); pull the image again")
         }
+        return LayerData(file: file, apart: layer.file == nil ? layerFiles(layer.diffID) : nil, sums: try readSums(of: layer))
     }
 
     public func hasLayer(_ layer: ImageRecord.Layer) -> Bool {
@@ -133,12 +134,15 @@ public final class ContentStore: Sendable {
                                                mtimeSeconds: file.mtimeSeconds, size: layer.size, dataOffset: 0)])
     }
 
-    /// Moves a verified, fsynced blob file into place (a raw artifact layer: no copy).
-    public func commitBlob(from tmpPath: String, digest: Digest) throws(StoreError) {
+    /// Moves a verified, fsynced blob file into place (a raw artifact layer: no copy), its
+    /// chunk sums first.
+    public func commitBlob(from tmpPath: String, digest: Digest, sums: ChunkSums) throws(StoreError) {
+        try commitBlobSums(sums, digest: digest)
         do {
             try FileSystem.rename(tmpPath, blobPath(digest))
             FileSystem.syncDirectory(blobsDir)
         } catch { throw .io(error) }
+        FSVerity.enable(blobPath(digest))
     }
 
     public func readLayerIndex(_ diffID: Digest) throws(StoreError) -> LayerIndex {
@@ -153,17 +157,20 @@ public final class ContentStore: Sendable {
     }
 
     /// Moves a verified, fsynced file that is a layer's whole tar into place (an uncompressed
-    /// layer's blob, or a lazy mount's: no copy).
-    public func commitLayerTar(from tmpPath: String, diffID: Digest) throws(StoreError) {
+    /// layer's blob, or a lazy mount's: no copy), its chunk sums first.
+    public func commitLayerTar(from tmpPath: String, diffID: Digest, sums: ChunkSums) throws(StoreError) {
+        try commitLayerSums(StoredSums(data: sums), diffID: diffID)
         do {
             try FileSystem.rename(tmpPath, layerTarPath(diffID))
             FileSystem.syncDirectory(layersDir)
         } catch { throw .io(error) }
+        FSVerity.enable(layerTarPath(diffID))
     }
 
     /// Moves a verified, fsynced split tar into place, after the directory of its big files
-    /// if it has one: a tar in the store always has its files.
-    public func commitLayerTar(_ scratch: ScratchTar, diffID: Digest) throws(StoreError) {
+    /// if it has one: a tar in the store always has its files. Its chunk sums go first.
+    public func commitLayerTar(_ scratch: ScratchTar, diffID: Digest, sums: StoredSums) throws(StoreError) {
+        try commitLayerSums(sums, diffID: diffID)
         do {
             if scratch.apart.exists {
                 let files = layerFiles(diffID).directory
@@ -173,6 +180,9 @@ public final class ContentStore: Sendable {
             try FileSystem.rename(scratch.tar, layerTarPath(diffID))
             FileSystem.syncDirectory(layersDir)
         } catch { throw .io(error) }
+        if FSVerity.enable(layerTarPath(diffID)) {
+            for offset in sums.apart.keys { FSVerity.enable(layerFiles(diffID).path(offset: offset)) }
+        }
     }
 
     /// Removes a layer whose tar turned out not to be one (it will never index).
@@ -180,6 +190,7 @@ public final class ContentStore: Sendable {
         do {
             try FileSystem.remove(layerTarPath(diffID))
             try FileSystem.removeTree(layerFiles(diffID).directory)
+            try FileSystem.remove(layerSumsPath(diffID))
         } catch { throw .io(error) }
     }
 
@@ -203,14 +214,26 @@ public final class ContentStore: Sendable {
         do { bytes = try FileSystem.readFile(imagePath(digest)) } catch {
             throw StoreError(.notFound, "image \(digest) is not in the store")
         }
-        do { return try JSONCoding.decode(ImageRecord.self, from: bytes, what: "image record \(digest)") } catch {
-            throw StoreError(.corrupt, "the image record \(imagePath(digest)) is damaged (\(error)); "
+        let damaged = { (why: String) in
+            StoreError(.corrupt, "the image record \(self.imagePath(digest)) is damaged (\(why)); "
                 + "pull the image again to rewrite it, or `imgvol rm \(digest.hex.prefix(12))` to drop it")
         }
+        var record: ImageRecord
+        do { record = try JSONCoding.decode(ImageRecord.self, from: bytes, what: "image record \(digest)") } catch {
+            throw damaged("\(error)")
+        }
+        if let stored = record.recordChecksum {
+            guard stored == record.computedChecksum else { throw damaged("its content does not match its checksum") }
+            record.recordChecksum = nil
+        }
+        guard record.digest == digest else { throw damaged("it describes \(record.digest)") }
+        return record
     }
 
     public func writeImage(_ record: ImageRecord) throws(StoreError) {
-        do { try FileSystem.writeAtomically(JSONCoding.encode(record, pretty: true), to: imagePath(record.digest), tmpDir: tmpDir, mode: 0o600) } catch {
+        var sealed = record
+        sealed.recordChecksum = record.computedChecksum
+        do { try FileSystem.writeAtomically(JSONCoding.encode(sealed, pretty: true), to: imagePath(record.digest), tmpDir: tmpDir, mode: 0o600) } catch {
             throw .io(error)
         }
     }
@@ -233,7 +256,7 @@ public final class ContentStore: Sendable {
         var total = record.blobs.reduce(0) { $0 + FileSystem.diskUsage(blobPath($1)) }
         for diffID in Set(record.tarLayers.map(\.diffID)) {
             total += FileSystem.diskUsage(layerTarPath(diffID)) + FileSystem.diskUsage(layerIndexPath(diffID))
-                + FileSystem.diskUsage(layerFiles(diffID).directory)
+                + FileSystem.diskUsage(layerFiles(diffID).directory) + FileSystem.diskUsage(layerSumsPath(diffID))
         }
         return total
     }

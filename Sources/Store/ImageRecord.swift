@@ -34,6 +34,10 @@ public struct ImageRecord: Codable, Sendable, Equatable {
     public var platform: String?
     public var created: String?
     public var pulledAt: String
+    /// sha256 of the record's compact encoding without this field: set when the store writes
+    /// the record and checked (then cleared) when it reads it, so a flipped digit in a size
+    /// or a name is found. nil in records older imgvols wrote.
+    public var recordChecksum: Digest?
 
     public init(digest: Digest, manifestMediaType: String, indexDigest: Digest?, configDigest: Digest,
                 layers: [Layer], platform: String?, created: String?, pulledAt: String) {
@@ -45,6 +49,13 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         self.platform = platform
         self.created = created
         self.pulledAt = pulledAt
+    }
+
+    /// The checksum this record's content has.
+    var computedChecksum: Digest {
+        var plain = self
+        plain.recordChecksum = nil
+        return Digest.of(JSONCoding.encode(plain))
     }
 
     /// Blobs this image keeps (manifest, index, config, raw file layers).

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import FileIO
+import Integrity
 import Layers
 
 /// One layer's bytes as a mount or `unpack` reads them: the open data file (a layer tar, a raw
@@ -11,10 +12,27 @@ import Layers
 public struct LayerData: Sendable {
     public let file: OpenFile
     public let apart: ApartFiles?
+    /// What every chunk read from the store is checked against; nil only for a lazy mount's
+    /// blob still arriving, whose bytes its digest checks when the last one lands.
+    public let sums: StoredSums?
 
-    public init(file: OpenFile, apart: ApartFiles? = nil) {
+    public init(file: OpenFile, apart: ApartFiles? = nil, sums: StoredSums?) {
         self.file = file
         self.apart = apart
+        self.sums = sums
+    }
+
+    /// A checker of the data file's chunks (nil without sums).
+    public func verifier() -> ChunkVerifier? {
+        sums.map { ChunkVerifier(file: file, sums: $0.data) }
+    }
+
+    /// The file stored apart at `offset`, with a checker of its chunks. A file the sums do not
+    /// know is damaged as a whole: its checker has an empty table and refuses every read.
+    public func openApartVerified(offset: Int64) throws(SystemError) -> (OpenFile, ChunkVerifier?) {
+        let file = try openApart(offset: offset)
+        guard let sums else { return (file, nil) }
+        return (file, ChunkVerifier(file: file, sums: sums.apart[offset] ?? ChunkSums(size: -1, sums: [])))
     }
 
     /// The file holding the content that starts at `offset` in the tar.

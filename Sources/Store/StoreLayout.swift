@@ -7,17 +7,21 @@ import Glibc
 /// Every path under the store's root, built here and nowhere else:
 ///
 ///     blobs/sha256/<hex>     manifests, indexes, configs and raw artifact files, verified
+///     blobs/sha256/<hex>.sums  a raw artifact file's chunk sums (`ChunkSums`)
 ///     layers/<hex>.tar       a layer's uncompressed tar, named by its diff_id (for an
 ///                            uncompressed layer this is the registry blob itself: no copy)
 ///     layers/<hex>.idx       its entry index (where each file's bytes sit in the tar)
 ///     layers/<hex>.files/    its regular files of 1 MiB or more, one file each, named by
 ///                            their offset in the tar, which keeps a hole there (`ApartFiles`)
+///     layers/<hex>.sums      chunk sums of the tar and of each file apart (`StoredSums`),
+///                            checked before a mount first serves a chunk
 ///     images/<hex>.json      one record per pulled image manifest
 ///     images/<hex>.tree      its merged tree, cached (derived: safe to delete)
 ///     refs.json              reference -> manifest digest
 ///     tmp/                   partial downloads and files being written
 ///     damaged/               parts found damaged, moved aside (a pull fetches them again;
 ///                            prune reclaims them)
+///     reports/<hex>.json     damage a mount server found while serving (for `check`)
 ///     locks/                 flock files
 ///     mounts/<key>.json|log  live mounts and their servers' logs
 ///                            (under /run/imgvol/ when the store is read-only)
@@ -40,12 +44,16 @@ public struct StoreLayout: Sendable, Equatable {
     public var tmpDir: String { root + "/tmp" }
     public var locksDir: String { root + "/locks" }
     public var damagedDir: String { root + "/damaged" }
+    public var reportsDir: String { root + "/reports" }
     var refs: String { root + "/refs.json" }
 
     func blob(_ digest: Digest) -> String { "\(blobsDir)/\(digest.hex)" }
     func layerTar(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).tar" }
     func layerIndex(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).idx" }
     func layerFiles(_ diffID: Digest) -> ApartFiles { ApartFiles(directory: "\(layersDir)/\(diffID.hex).files") }
+    func layerSums(_ diffID: Digest) -> String { "\(layersDir)/\(diffID.hex).sums" }
+    func blobSums(_ digest: Digest) -> String { "\(blobsDir)/\(digest.hex).sums" }
+    func report(_ digest: Digest) -> String { "\(reportsDir)/\(digest.hex).json" }
     func image(_ digest: Digest) -> String { "\(imagesDir)/\(digest.hex).json" }
     func tree(_ digest: Digest) -> String { "\(imagesDir)/\(digest.hex).tree" }
     func lock(_ name: String) -> String { "\(locksDir)/\(name).lock" }

@@ -1,4 +1,5 @@
 import FileIO
+import Integrity
 import OCI
 import Registry
 #if canImport(Glibc)
@@ -9,7 +10,7 @@ import Glibc
 /// resumes where this one stopped; and it can be read while it grows, so decompression runs
 /// alongside the download instead of after it.
 ///
-/// Unchecked: the downloading task alone touches `hasher`, `pending`, `pendingCount`,
+/// Unchecked: the downloading task alone touches `hasher`, `summer`, `pending`, `pendingCount`,
 /// `received` and `directHandle` (count, append, flush, restart, end); what followers read
 /// is in `shared`, behind its monitor.
 public final class PartialBlob: BlobSink, @unchecked Sendable {
@@ -18,6 +19,8 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
     public let path: String
     public let handle: OpenFile
     private var hasher = DigestHasher()
+    /// The chunk sums the store keeps with the blob, from the same bytes as the digest.
+    private var summer = ChunkSummer()
     private let onProgress: @Sendable (Int64) -> Void
     /// Bytes received but not yet written: network chunks are small (tens of KiB), and one
     /// write and one wake-up of the decompressor per chunk would cost more than the copy.
@@ -66,7 +69,7 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
         // File systems without O_DIRECT (tmpfs) refuse it; the buffered descriptor is used instead.
         directHandle = direct ? handle.reopenForDirectWrites() : nil
         pending = .allocate(byteCount: Self.blockSize, alignment: 4096)
-        let length = try Self.rehash(handle, into: &hasher)
+        let length = try Self.rehash(handle, into: &hasher, &summer)
         shared = Monitor(Shared(length: length))
         received = length
         if length > 0 { onProgress(length) }
@@ -81,7 +84,7 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
     }
 
     /// Hashes what an earlier, interrupted pull left behind; returns its length.
-    private static func rehash(_ handle: OpenFile, into hasher: inout DigestHasher) throws -> Int64 {
+    private static func rehash(_ handle: OpenFile, into hasher: inout DigestHasher, _ summer: inout ChunkSummer) throws -> Int64 {
         let size = try handle.size()
         guard size > 0 else { return 0 }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
@@ -91,6 +94,7 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
             let n = try handle.read(into: buffer, at: offset)
             if n == 0 { break }
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            summer.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             offset += Int64(n)
         }
         return offset
@@ -100,6 +104,7 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
 
     public func append(_ bytes: UnsafeRawBufferPointer) throws {
         hasher.update(bytes)
+        summer.update(bytes)
         var rest = bytes
         while !rest.isEmpty {
             if pending.fill(&pendingCount, from: &rest) { try flush() }
@@ -153,6 +158,7 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
         pendingCount = 0
         try handle.truncate(to: 0)
         hasher = DigestHasher()
+        summer = ChunkSummer()
         received = 0
         shared.update { shared in
             shared.spare += shared.retained.map(\.block)
@@ -164,6 +170,9 @@ public final class PartialBlob: BlobSink, @unchecked Sendable {
     }
 
     public func digest() -> Digest { hasher.finalize() }
+
+    /// The chunk sums of every byte appended (and resumed from).
+    public func sums() -> ChunkSums { summer.finish() }
 
     /// Writes what is pending and wakes readers: no more bytes will come (or they never will,
     /// if `error`).

@@ -1,5 +1,5 @@
 import FileIO
-
+import Integrity
 import OCI
 import Registry
 import Synchronization
@@ -43,6 +43,11 @@ public final class RangedBlob: Sendable {
     private let chunks: Monitor<Chunks>
     /// Read without the lock: after verification every FUSE read passes here.
     private let verified = Atomic<Bool>(false)
+    /// The chunk sums the store keeps with the blob, made by the hasher from the same bytes.
+    private let summed = Mutex<ChunkSums?>(nil)
+
+    /// Known once the hasher has read every byte.
+    public var sums: ChunkSums? { summed.withLock { $0 } }
 
     public init(descriptor: Descriptor, path: String, chunkSize: Int64 = 4 << 20, readAhead: Int = 2,
                 chunksPerRequest: Int = 1, signal: RangedFetch.Signal? = nil) throws {
@@ -182,6 +187,7 @@ public final class RangedBlob: Sendable {
     /// nil when the blob failed first.
     private func hashInOrder() -> Digest? {
         var hasher = DigestHasher()
+        var summer = ChunkSummer()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunkSize), alignment: 64)
         defer { buffer.deallocate() }
         for chunk in 0..<chunkCount {
@@ -199,7 +205,9 @@ public final class RangedBlob: Sendable {
                 return nil
             }
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            summer.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
+        summed.withLock { $0 = summer.finish() }
         if chunkCount == 0 { return Digest.of([]) }
         return hasher.finalize()
     }

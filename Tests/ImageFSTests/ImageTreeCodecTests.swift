@@ -42,6 +42,19 @@ struct ImageTreeCodecTests {
         corrupt[corrupt.count - 1] = 0xff  // the last child's inode number now points past the table
         #expect(throws: ImageTree.DecodingError.self) { try ImageTree(decoding: corrupt) }
     }
+
+    /// Every flipped bit of a sealed tree is refused, even one that would still parse (a size,
+    /// an offset); the unsealed form older imgvols wrote still reads.
+    @Test func sealRefusesEveryFlippedBit() throws {
+        let good = tree.encoded()
+        for bit in stride(from: 0, to: good.count * 8, by: 5) {
+            var flipped = good
+            flipped[bit / 8] ^= UInt8(1 << (bit % 8))
+            #expect(throws: ImageTree.DecodingError.self) { try ImageTree(decoding: flipped) }
+        }
+        let v2 = Array("IMGVOL-TREE-2\n".utf8) + good.dropFirst("IMGVOL-TREE-3\n".utf8.count).dropLast(8)
+        #expect(try ImageTree(decoding: v2).inodes.count == tree.inodes.count)
+    }
 }
 
 extension ImageTree {

@@ -273,6 +273,6 @@ private func list(_ dir: String) -> [String] { ((try? FileManager.default.conten
 func layerData(_ tars: [String]) throws -> [LayerData] {
     try tars.map { tar in
         LayerData(file: try OpenFile.openRead(tar),
-                  apart: ApartFiles(directory: (tar.hasSuffix(".tar") ? String(tar.dropLast(4)) : tar) + ".files"))
+                  apart: ApartFiles(directory: (tar.hasSuffix(".tar") ? String(tar.dropLast(4)) : tar) + ".files"), sums: nil)
     }
 }

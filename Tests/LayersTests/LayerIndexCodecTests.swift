@@ -30,7 +30,7 @@ struct LayerIndexCodecTests {
     @Test func emptyIndexRoundTrips() throws {
         let empty = LayerIndex(entries: [])
         #expect(try LayerIndex(decoding: empty.encoded()) == empty)
-        #expect(empty.encoded().count == "IMGVOL-LAYER-INDEX-1\n".utf8.count + 8)
+        #expect(empty.encoded().count == "IMGVOL-LAYER-INDEX-1\n".utf8.count + 8 + 8)  // count and seal
     }
 
     private func reason(_ bytes: [UInt8]) -> String? {
@@ -44,7 +44,7 @@ struct LayerIndexCodecTests {
 
     @Test func version1IndexesStillRead() throws {
         // Written before files were stored apart: no flags byte.
-        let v2 = LayerIndex(entries: [LayerEntry(path: "a", kind: .regular, size: 3, dataOffset: 512)]).encoded()
+        let v2 = Self.v2(LayerIndex(entries: [LayerEntry(path: "a", kind: .regular, size: 3, dataOffset: 512)]))
         let magic = "IMGVOL-LAYER-INDEX-2\n".utf8.count
         var v1 = Array("IMGVOL-LAYER-INDEX-1\n".utf8) + v2.dropFirst(magic)
         // The flags byte follows the data offset, 8 bytes after the size; drop it.
@@ -63,7 +63,7 @@ struct LayerIndexCodecTests {
     }
 
     @Test func damagedInputIsAnError() {
-        let good = LayerIndex(entries: [LayerEntry(path: "a", kind: .regular, size: 3)]).encoded()
+        let good = Self.v2(LayerIndex(entries: [LayerEntry(path: "a", kind: .regular, size: 3)]))
         let magic = "IMGVOL-LAYER-INDEX-1\n".utf8.count
 
         #expect(reason([]) == "wrong magic")
@@ -87,6 +87,28 @@ struct LayerIndexCodecTests {
         var hugeString = good
         for i in 0..<4 { hugeString[magic + 8 + i] = 0xff }
         #expect(reason(hugeString) == "truncated")
+    }
+
+    /// What an older imgvol wrote: version 2, without the seal.
+    static func v2(_ index: LayerIndex) -> [UInt8] {
+        Array("IMGVOL-LAYER-INDEX-2\n".utf8) + index.encoded().dropFirst("IMGVOL-LAYER-INDEX-3\n".utf8.count).dropLast(8)
+    }
+
+    @Test func olderUnsealedIndexesStillRead() throws {
+        #expect(try LayerIndex(decoding: Self.v2(Self.sample)) == Self.sample)
+    }
+
+    /// Every flipped bit of a sealed index is refused, even one that would still parse.
+    @Test func sealRefusesEveryFlippedBit() {
+        let good = Self.sample.encoded()
+        for bit in stride(from: 0, to: good.count * 8, by: 7) {
+            var flipped = good
+            flipped[bit / 8] ^= UInt8(1 << (bit % 8))
+            #expect(reason(flipped) != nil, "bit \(bit) flipped was read as valid")
+        }
+        var digit = good
+        digit[good.count - 20] ^= 0x01
+        #expect(reason(digit) == "its checksum does not match")
     }
 
     @Test func errorDescriptionSaysDamaged() {

@@ -1,4 +1,5 @@
 import Foundation
+import Integrity
 import Layers
 import OCI
 import Store
@@ -170,6 +171,15 @@ struct ContentStoreTests {
             try store.writeImage(bare)
             #expect(try store.readImage(bare.digest) == bare)
             #expect(try store.listImages() == [record.digest, bare.digest].sorted())
+
+            // A record that still parses but lost a digit of a size is refused by its checksum.
+            let path = store.imagesDir + "/\(record.digest.hex).json"
+            let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+            #expect(text.contains("\"size\" : 456"))
+            try writeFile(bytes(text.replacingOccurrences(of: "\"size\" : 456", with: "\"size\" : 45")), to: path)
+            do { _ = try store.readImage(record.digest); Issue.record("read a record whose size changed") } catch let error as StoreError {
+                #expect(error.kind == .corrupt && error.detail.contains("checksum"))
+            }
         }
     }
 
@@ -193,7 +203,7 @@ struct ContentStoreTests {
             let tmp = store.tmpDir + "/x.untar"
             try writeFile(tar, to: tmp)
             #expect(!store.hasLayer(diffID))
-            try store.commitLayerTar(from: tmp, diffID: diffID)
+            try store.commitLayerTar(from: tmp, diffID: diffID, sums: sums(of: tar))
             #expect(store.hasLayerTar(diffID))
             #expect(!store.hasLayer(diffID), "a layer without its index is not complete")
             #expect(!exists(tmp))
@@ -238,7 +248,7 @@ struct GarbageCollectionTests {
             if !store.hasLayer(diffID) {
                 let tmp = store.tmpDir + "/\(diffID.hex).untar"
                 try writeFile(tar, to: tmp)
-                try store.commitLayerTar(from: tmp, diffID: diffID)
+                try store.commitLayerTar(from: tmp, diffID: diffID, sums: sums(of: tar))
                 try store.commitLayerIndex(LayerIndex(entries: [LayerEntry(path: content, kind: .regular)]), diffID: diffID)
             }
             layers.append(.init(digest: diffID, mediaType: MediaType.ociLayer, size: Int64(tar.count), diffID: diffID))
@@ -381,4 +391,11 @@ struct GarbageCollectionTests {
             again.release()
         }
     }
+}
+
+/// The chunk sums a pull would have recorded for `bytes`.
+func sums(of bytes: [UInt8]) -> ChunkSums {
+    var summer = ChunkSummer()
+    bytes.withUnsafeBytes { summer.update($0) }
+    return summer.finish()
 }

@@ -4,6 +4,7 @@ import json
 import os
 
 from support.cli import assert_error
+from support.damage import flip
 from support.images import T0
 from support.oci_layout import File, Layer
 
@@ -15,13 +16,6 @@ def big_image(registry, publish):
                          [Layer([File("big.bin", big, mtime=T0)], "gzip"), small])
     return info, big
 
-
-def flip(path, offset):
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x01]))
 
 
 def check_json(imgvol, *args):

@@ -42,6 +42,7 @@ import pytest
 from conftest import Publisher, make_base_env
 from support import oci_layout
 from support.cli import Imgvol, run as _run
+from support.damage import flip
 from support.images import T0, big_layers, pseudo_random, small_layers
 from support.mounts import (FSTYPE, cmdline, is_mounted, lazy_umount, mount_entries,
                             mount_entry, models_entries, pid_alive, pids_mentioning, proc_mounts,
@@ -1079,6 +1080,34 @@ def test_metrics(e):
             and re.search(r"INVALID_ARGUMENT|InvalidArgument|invalid_argument|\"3\"", k)}
     assert errs and max(errs.values()) >= 1, \
         f"no error counter labelled with rpc NodePublishVolume and code INVALID_ARGUMENT:\n{text}"
+
+
+def test_damaged_layer_is_eio_and_counted(e):
+    """A bit flipped in a stored layer after the pull: the pod's reads of it fail with EIO
+    (never wrong bytes) and the damage shows in the metrics until repaired."""
+    info = e.small("damaged")
+    target = e.target("damaged")
+    req = e.inline_request(info.ref, target)
+    e.publish_vol(req)
+    for diff_id in info.diff_ids:
+        flip(e.plugin.root / "layers" / (diff_id.split(":")[1] + ".tar"), 700)
+    failed = 0
+    for dirpath, _, names in os.walk(target):
+        for n in names:
+            try:
+                with open(os.path.join(dirpath, n), "rb") as f:
+                    f.read()
+            except OSError as ex:
+                assert ex.errno == errno.EIO, ex
+                failed += 1
+    assert failed >= 1, "no read failed after the layer was damaged"
+    _, samples = scrape(e.plugin.metrics_port)
+    assert samples.get("imgvol_csi_damaged_parts", 0) >= 1, samples
+    e.unpublish(req.volume_id, target)
+    res = e.plugin.imgvol.run("check", "--repair", "--tls-verify=false")
+    assert res.rc == 0, res.describe()
+    _, samples = scrape(e.plugin.metrics_port)
+    assert samples.get("imgvol_csi_damaged_parts") == 0, samples
 
 
 # --------------------------------------------------------------------------------------

@@ -17,4 +17,10 @@ int imgvol_open_directory_beneath(int dirfd, const char *path);
 /// A descriptor that becomes readable when process `pid` exits (pidfd_open, Linux 5.3+);
 /// -1 with errno set (ESRCH: no such process).
 int imgvol_pidfd_open(pid_t pid);
+/// Turns on fs-verity for a file opened read-only with no writer (sha256, 4 KiB blocks): the
+/// kernel then checks every read of it. -1 with errno set: EOPNOTSUPP or ENOTTY where the file
+/// system (or kernel) has no fs-verity, EEXIST when it is on already.
+int imgvol_enable_verity(int fd);
+/// 1 when fs-verity is on for the file.
+int imgvol_has_verity(int fd);
 #endif

@@ -36,7 +36,9 @@ struct CreationPool: Sendable {
     func run(directory index: UInt32, in directory: OpenFile, path: String) throws {
         let jobs = WorkStack([Job(index: index, directory: directory, path: path)], capacity: workers * 8)
         // One copier (and its buffer) per thread.
-        let copiers = (0..<workers).map { _ in FileContentCopier(sources: sources) }
+        // One checker per layer, shared: each chunk is checked once, whichever writer reads it.
+        let verifiers = sources.map { $0.verifier() }
+        let copiers = (0..<workers).map { _ in FileContentCopier(sources: sources, verifiers: verifiers) }
         try jobs.run(threads: workers) { job, thread in
             try fill(job.index, in: job.directory, path: job.path, copier: copiers[thread], jobs: jobs)
         }

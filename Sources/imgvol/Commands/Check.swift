@@ -7,12 +7,13 @@ import Store
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Verify the store: every blob, layer and index against its digest.",
+        abstract: "Verify the store: every blob, layer, index and chunk sum against its digest.",
         discussion: """
             Reads every byte of the images given (all images when none is), prints what is damaged \
             and which images need it, and exits 1 if anything is. With --repair, damaged parts are \
             moved aside to ROOT/damaged (prune reclaims them) and fetched again from the registry \
-            by the names that refer to their images.
+            by the names that refer to their images; chunk sums are recorded again from bytes that \
+            verify, with no registry. Damage a mount found while serving is listed until repaired.
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -41,11 +42,12 @@ struct Check: AsyncParsableCommand {
         let report = try store.check(images: digests)
         var output = Output(checked: report, afterRepair: nil, repulled: [], repairErrors: [])
         if repair, !report.damage.isEmpty {
-            for damage in report.damage { try store.setAside(damage) }
+            var refetch = Set<Digest>()
+            for damage in report.damage where try store.repair(damage) { refetch.formUnion(damage.images) }
             let names = try store.references()
             let affected = Set(report.damage.flatMap(\.images))
             let logger = global.makeLogger()
-            for (name, digest) in names.sorted(by: { $0.key < $1.key }) where affected.contains(digest) {
+            for (name, digest) in names.sorted(by: { $0.key < $1.key }) where refetch.contains(digest) {
                 do {
                     let reference = try Reference(name)
                     _ = try await pull.withSession(store: store, logger: logger) { try await $0.pull(reference) }
