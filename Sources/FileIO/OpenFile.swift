@@ -37,6 +37,13 @@ public final class OpenFile: Sendable {
         return fd < 0 ? nil : OpenFile(adopting: fd, path: path)
     }
 
+    /// A second read-only descriptor on the same inode, with its own file position and
+    /// read-ahead state; nil if it cannot be opened.
+    public func reopenForReading() -> OpenFile? {
+        let fd = open("/proc/self/fd/\(self.fd)", O_RDONLY | O_CLOEXEC)
+        return fd < 0 ? nil : OpenFile(adopting: fd, path: path)
+    }
+
     deinit { close() }
 
     public func close() {

@@ -107,6 +107,7 @@ enum FuseOperations {
             guard let served = fs.apartFile(index, node) else { fuse_reply_err(req, EIO); return }
             imgvol_set_file_handle(fi, UInt64(served.file.fd))
         }
+        guard fs.checkBeforePassthrough(index, node) else { fuse_reply_err(req, EIO); return }
         guard let backing = fs.openBacking(for: index, node) else {
             imgvol_set_keep_cache(fi)
             fuse_reply_open(req, fi)

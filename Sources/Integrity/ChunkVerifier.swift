@@ -1,3 +1,4 @@
+import Dispatch
 import FileIO
 import Synchronization
 
@@ -75,7 +76,8 @@ public final class ChunkVerifier: Sendable {
     /// Checks the chunks under `[offset, offset + length)` not checked yet. Returns the damage
     /// when any of them (now or before) did not match: `newly` is true for the call that found
     /// it, which reports it.
-    public func check(offset: Int64, length: Int) -> (damage: ChunkDamage, newly: Bool)? {
+    /// `through`: another descriptor of the same file to read with.
+    public func check(offset: Int64, length: Int, through reader: OpenFile? = nil) -> (damage: ChunkDamage, newly: Bool)? {
         guard length > 0, offset >= 0 else { return nil }
         if let whole = state.withLock({ $0.wholeFile ? $0.tell() : nil }) { return whole }
         let first = Int(offset / Int64(ChunkSums.chunkSize))
@@ -100,7 +102,7 @@ public final class ChunkVerifier: Sendable {
                 let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
                 let problem: String?
                 do {
-                    let got = try file.read(into: target, at: start)
+                    let got = try (reader ?? file).read(into: target, at: start)
                     problem = got < count ? "it ends at byte \(start + Int64(got))"
                         : sums.matches(n, UnsafeRawBufferPointer(target)) ? nil : "bytes \(start)..<\(start + Int64(count)) do not match the checksum recorded when it was stored"
                 } catch {
@@ -120,6 +122,36 @@ public final class ChunkVerifier: Sendable {
             }
             return nil
         }
+    }
+
+    /// Checks every chunk not checked yet, `workers` contiguous parts of the file at once
+    /// (each on its own descriptor, so the kernel reads each part ahead as the sequential
+    /// read it is): what a file needs before it may pass through to the kernel. Returns the
+    /// damage as `check` does.
+    public func checkAll(workers: Int = 2) -> (damage: ChunkDamage, newly: Bool)? {
+        let count = sums.sums.count
+        let parts = max(1, min(workers, count))
+        let found = Mutex<(ChunkDamage, Bool)?>(nil)
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let first = count * part / parts
+            let end = count * (part + 1) / parts
+            guard first < end else { return }
+            let reader = file.reopenForReading()
+            defer { reader?.close() }
+            let step = 16
+            var n = first
+            while n < end {
+                let last = min(n + step, end)
+                let start = Int64(n) * Int64(ChunkSums.chunkSize)
+                let stop = min(Int64(last) * Int64(ChunkSums.chunkSize), sums.size)
+                if let damage = check(offset: start, length: Int(stop - start), through: reader) {
+                    found.withLock { if $0 == nil || damage.newly { $0 = damage } }
+                    return
+                }
+                n = last
+            }
+        }
+        return found.withLock { $0 }
     }
 }
 
