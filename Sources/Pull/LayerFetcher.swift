@@ -45,6 +45,12 @@ struct LayerFetcher: Sendable {
             let known = expected ?? (compression == .none ? layer.digest : nil)
             let lock = try await store.lock("layer-\((known ?? layer.digest).hex)")
             defer { lock.release() }
+            if let known, store.hasReport(known), store.hasLayerTar(known) {
+                // A mount found its bytes damaged: fetched again, the old ones kept aside.
+                logger.warning("layer \(known): a mount found it damaged; moved aside, fetching it again")
+                try store.setAsideLayer(known)
+                try store.clearReport(known)
+            }
             if let known, store.hasLayer(known), cachedLayerHasSums(known) {
                 progress?.layerFinished(layer.digest, cached: true)
                 return Fetched(diffID: known, index: nil)
@@ -118,6 +124,11 @@ struct LayerFetcher: Sendable {
     private func fetchFile(_ layer: Descriptor, endpoints: [Endpoint], reference: Reference) async throws {
         let lock = try await store.lock("blob-\(layer.digest.hex)")
         defer { lock.release() }
+        if store.hasReport(layer.digest), store.hasBlob(layer.digest) {
+            logger.warning("file \(layer.digest): a mount found it damaged; moved aside, fetching it again")
+            try store.setAsideBlob(layer.digest)
+            try store.clearReport(layer.digest)
+        }
         if store.hasBlob(layer.digest) {
             if store.hasBlobSums(layer.digest) {
                 progress?.layerFinished(layer.digest, cached: true)

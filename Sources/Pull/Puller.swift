@@ -59,12 +59,13 @@ struct Puller: Sendable {
         let manifest = resolved.manifest
         layerBytes = manifest.layers.reduce(0) { $0 + $1.size }
         // A record that does not decode is written again by this pull; a layer whose index
-        // does not decode is moved aside and fetched again.
+        // does not decode, or that a mount found damaged, is moved aside and fetched again.
         if store.hasImage(resolved.fetched.digest), let record = try? store.readImage(resolved.fetched.digest) {
             for part in try store.setAsideDamagedLayers(of: record) {
                 logger.warning("\(reference): \(part); moved aside to \(store.layout.damagedDir), fetching it again")
             }
-            if record.layers.allSatisfy({ store.hasLayer($0) }), record.blobs.allSatisfy({ store.hasBlob($0) }) {
+            // A layer without sums, or one a mount found damaged, is seen to by the fetch.
+            if record.layers.allSatisfy({ store.isServable($0) }), record.blobs.allSatisfy({ store.hasBlob($0) }) {
                 for layer in record.layers { progress?.layerFinished(layer.digest, cached: true) }
                 try await store.setReference(reference, to: record.digest)
                 return record

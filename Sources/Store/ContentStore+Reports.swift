@@ -51,6 +51,9 @@ extension ContentStore {
         }
     }
 
+    /// Whether a mount found this layer's or file's bytes damaged (a pull fetches it again).
+    public func hasReport(_ digest: Digest) -> Bool { FileSystem.exists(layout.report(digest)) }
+
     public func clearReport(_ digest: Digest) throws(StoreError) {
         let path = layout.report(digest)
         guard FileSystem.exists(path) else { return }

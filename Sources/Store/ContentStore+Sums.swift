@@ -19,6 +19,12 @@ extension ContentStore {
 
     public func hasSums(of layer: ImageRecord.Layer) -> Bool { FileSystem.exists(sumsPath(of: layer)) }
 
+    /// In the store, with its sums, and not found damaged by a mount: what a pull of a cached
+    /// image needs nothing more for.
+    public func isServable(_ layer: ImageRecord.Layer) -> Bool {
+        hasLayer(layer) && hasSums(of: layer) && !hasReport(layer.file == nil ? layer.diffID : layer.digest)
+    }
+
     public func commitLayerSums(_ sums: StoredSums, diffID: Digest) throws(StoreError) {
         do { try FileSystem.writeAtomically(sums.encoded(), to: layerSumsPath(diffID), tmpDir: tmpDir, mode: 0o600) } catch {
             throw .io(error)

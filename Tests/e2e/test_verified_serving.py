@@ -116,6 +116,16 @@ def test_flipped_bit_in_a_small_file_of_a_tar_is_eio(imgvol, registry, publish, 
     res = imgvol.run("unpack", info.ref, str(tmp_path / "out"))
     assert_error(res, "damaged", "imgvol check --repair")
 
+    # A pull fetches again what a mount found damaged (and only that layer).
+    res = imgvol.run("pull", "--tls-verify=false", info.ref)
+    assert res.rc == 0, res.describe()
+    assert not list((root / "reports").glob("*.json"))
+    damaged = [p.name for p in (root / "damaged").iterdir()]
+    assert damaged and all(info.diff_ids[1].split(":")[1] in n for n in damaged), damaged
+    mp = mounter.mount_ok(info.ref, None, "--pull", "never")
+    assert read(os.path.join(mp, "small.txt")) == small
+    assert mounter.unmount(mp).rc == 0
+
 
 def test_passthrough_once_the_file_checked_good(imgvol, registry, publish, mounter, root):
     info, big, _ = image(registry, publish)
