@@ -101,23 +101,24 @@ public final class FuseFilesystem: Sendable {
         return false
     }
 
+    /// The whole store file `node`'s bytes are, if any: a file stored apart, or a layer file
+    /// it fills from offset 0 (a lazy layer still arriving never qualifies). Only such a file
+    /// can pass through to the kernel.
+    private func wholeFile(_ index: UInt32, _ node: ImageTree.Inode) -> ServedFile? {
+        guard passthrough != nil, node.kind == .regular, node.layer >= 0, Int(node.layer) < layers.count,
+              gate(node.layer) == nil else { return nil }
+        if node.storedApart { return apartFile(index, node) }
+        guard node.dataOffset == 0, layerSizes[Int(node.layer)] == node.size else { return nil }
+        return ServedFile(file: layers[Int(node.layer)].file, verifier: verifiers[Int(node.layer)])
+    }
+
     /// Before a file can pass through, all of it is checked (once per mount): the kernel will
     /// read it without the server. Checked here, when first opened, rather than read by read
     /// through the server: a model is read whole anyway, and a read through FUSE's own page
     /// cache runs at half the speed of one passed through. False when it is damaged (the
     /// damage is reported): the open fails.
     func checkBeforePassthrough(_ index: UInt32, _ node: ImageTree.Inode) -> Bool {
-        guard passthrough != nil, node.kind == .regular, node.layer >= 0, Int(node.layer) < layers.count,
-              gate(node.layer) == nil else { return true }
-        let verifier: ChunkVerifier?
-        if node.storedApart {
-            verifier = apartFile(index, node)?.verifier
-        } else if node.dataOffset == 0, layerSizes[Int(node.layer)] == node.size {
-            verifier = verifiers[Int(node.layer)]
-        } else {
-            return true
-        }
-        guard let verifier, !verifier.isVerified else { return true }
+        guard let verifier = wholeFile(index, node)?.verifier, !verifier.isVerified else { return true }
         guard let (damage, newly) = verifier.checkAll() else { return true }
         if newly { onDamage(node.layer, damage) }
         return false
@@ -144,15 +145,8 @@ public final class FuseFilesystem: Sendable {
     }
 
     private func passthroughCandidate(_ index: UInt32, _ node: ImageTree.Inode) -> Int32? {
-        guard let passthrough, node.kind == .regular, node.layer >= 0, Int(node.layer) < layerFDs.count,
-              gate(node.layer) == nil else { return nil }
-        if node.storedApart {
-            guard let served = apartFile(index, node), served.verifier?.isVerified ?? true else { return nil }
-            return passthrough.backingID(for: served.file.fd)
-        }
-        guard node.dataOffset == 0, layerSizes[Int(node.layer)] == node.size,
-              verifiers[Int(node.layer)]?.isVerified ?? true else { return nil }
-        return passthrough.backingID(for: layerFDs[Int(node.layer)])
+        guard let passthrough, let served = wholeFile(index, node), served.verifier?.isVerified ?? true else { return nil }
+        return passthrough.backingID(for: served.file.fd)
     }
 
     /// The gate of layer `number`, if it is still arriving.

@@ -148,7 +148,7 @@ extension ContentStore {
                 return Damage(part: .blob, digest: digest, problem: "hashes to \(actual)", paths: [path, blobSumsPath(digest)], images: [])
             }
             guard withSums else { return nil }
-            return sumsDamage(stored: { () throws(StoreError) in try readStoredSums(blobSumsPath(digest)) }, actual: StoredSums(data: sums),
+            return sumsDamage(stored: { () throws(StoreError) in try readSums(at: blobSumsPath(digest), of: "file \(digest)") }, actual: StoredSums(data: sums),
                               part: .fileSums, digest: digest, path: blobSumsPath(digest))
         } catch {
             return Damage(part: .blob, digest: digest, problem: "cannot be read (\(error))", paths: [path, blobSumsPath(digest)], images: [])
@@ -169,15 +169,6 @@ extension ContentStore {
         }
     }
 
-    func readStoredSums(_ path: String) throws(StoreError) -> StoredSums {
-        let bytes: [UInt8]
-        do { bytes = try FileSystem.readFile(path) } catch {
-            throw StoreError(.corrupt, "it has no chunk sums (\(path): \(error))")
-        }
-        do { return try StoredSums(decoding: bytes) } catch {
-            throw StoreError(.corrupt, "its chunk sums (\(path)) are damaged (\(error))")
-        }
-    }
 
     private func checkLayer(_ diffID: Digest) -> [Damage] {
         let paths = [layerIndexPath(diffID), layerSumsPath(diffID), layerTarPath(diffID), layerFiles(diffID).directory]
@@ -192,34 +183,11 @@ extension ContentStore {
                                paths: paths, images: [])]
             }
             let path = layerSumsPath(diffID)
-            return sumsDamage(stored: { () throws(StoreError) in try readStoredSums(path) }, actual: sums,
+            return sumsDamage(stored: { () throws(StoreError) in try readSums(at: path, of: "layer \(diffID)") }, actual: sums,
                               part: .layerSums, digest: diffID, path: path).map { [$0] } ?? []
         } catch {
             return [Damage(part: .layer, digest: diffID, problem: "cannot be read (\(error))", paths: paths, images: [])]
         }
-    }
-
-    /// sha256 of the concatenation of file ranges (path, start, length; nil: to the end). A
-    /// range that ends early is an error: a truncated piece must not pass as a shorter one.
-    static func hash(_ pieces: [(String, Int64, Int64?)]) throws(SystemError) -> Digest {
-        var hasher = DigestHasher()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
-        for (path, start, length) in pieces {
-            let file = try OpenFile.openRead(path)
-            defer { file.close() }
-            let end: Int64
-            if let length { end = start + length } else { end = try file.size() }
-            var offset = start
-            while offset < end {
-                let want = Int(min(Int64(buffer.count), end - offset))
-                let n = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]), at: offset)
-                guard n > 0 else { throw SystemError("read", "\(path): ends at \(offset), expected \(end)", errno: EIO) }
-                hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                offset += Int64(n)
-            }
-        }
-        return hasher.finalize()
     }
 }
 

@@ -38,7 +38,9 @@ extension ContentStore {
     /// big files were, and without the index nobody knows that its files are all there.
     public func storedTarIsWhole(_ diffID: Digest) -> Bool {
         guard !layerFiles(diffID).exists else { return false }
-        return (try? Self.hash([(layerTarPath(diffID), 0, nil)])) == diffID
+        var hasher = DigestHasher()
+        do { try Self.read(layerTarPath(diffID), from: 0, to: nil) { hasher.update($0) } } catch { return false }
+        return hasher.finalize() == diffID
     }
 
     /// Moves a layer's files aside (see `storedTarIsWhole`).

@@ -40,8 +40,12 @@ extension ContentStore {
     /// The sums of a layer's bytes. Missing or damaged sums are an error: bytes that cannot be
     /// checked are not served.
     public func readSums(of layer: ImageRecord.Layer) throws(StoreError) -> StoredSums {
-        let path = sumsPath(of: layer)
-        let name = layer.file == nil ? "layer \(layer.diffID)" : "file \(layer.file?.path ?? "") (\(layer.digest))"
+        try readSums(at: sumsPath(of: layer),
+                     of: layer.file == nil ? "layer \(layer.diffID)" : "file \(layer.file?.path ?? "") (\(layer.digest))")
+    }
+
+    /// The sums file at `path`, which belongs to `name` (for the error).
+    func readSums(at path: String, of name: String) throws(StoreError) -> StoredSums {
         let bytes: [UInt8]
         do { bytes = try FileSystem.readFile(path) } catch {
             throw StoreError(.corrupt, "\(name) has no chunk checksums (\(path): \(error)); it was stored by an older imgvol "

@@ -40,6 +40,13 @@ def read(path) -> bytes:
         return f.read()
 
 
+def assert_serves(mounter, info, name, want):
+    """A fresh mount of the cached image serves `name` whole and right."""
+    mp = mounter.mount_ok(info.ref, None, "--pull", "never")
+    assert read(os.path.join(mp, name)) == want
+    assert mounter.unmount(mp).rc == 0
+
+
 def expect_eio(path):
     with pytest.raises(OSError) as raised:
         read(path)
@@ -73,9 +80,7 @@ def test_flipped_bit_in_a_big_file_is_eio_reported_and_repaired(imgvol, registry
     res = imgvol.run("check", "--repair", "--tls-verify=false")
     assert res.rc == 0, res.describe()
     assert not list((root / "reports").glob("*.json"))
-    mp = mounter.mount_ok(info.ref, None, "--pull", "never")
-    assert read(os.path.join(mp, "big.bin")) == big
-    assert mounter.unmount(mp).rc == 0
+    assert_serves(mounter, info, "big.bin", big)
 
 
 def test_without_passthrough_reads_are_checked_chunk_by_chunk(imgvol, registry, publish, mounter, root):
@@ -122,9 +127,7 @@ def test_flipped_bit_in_a_small_file_of_a_tar_is_eio(imgvol, registry, publish, 
     assert not list((root / "reports").glob("*.json"))
     damaged = [p.name for p in (root / "damaged").iterdir()]
     assert damaged and all(info.diff_ids[1].split(":")[1] in n for n in damaged), damaged
-    mp = mounter.mount_ok(info.ref, None, "--pull", "never")
-    assert read(os.path.join(mp, "small.txt")) == small
-    assert mounter.unmount(mp).rc == 0
+    assert_serves(mounter, info, "small.txt", small)
 
 
 def test_passthrough_once_the_file_checked_good(imgvol, registry, publish, mounter, root):
@@ -156,9 +159,7 @@ def test_layer_without_sums_is_refused_then_recorded_offline(imgvol, registry, p
     res = imgvol.run("check", "--repair")
     assert res.rc == 0, res.describe()
     assert imgvol.run("check").rc == 0
-    mp = mounter.mount_ok(info.ref, None, "--pull", "never")
-    assert read(os.path.join(mp, "big.bin")) == big
-    assert mounter.unmount(mp).rc == 0
+    assert_serves(mounter, info, "big.bin", big)
 
 
 def test_damaged_sums_file_is_refused(imgvol, registry, publish, mounter, root):
