@@ -52,5 +52,11 @@ static inline void imgvol_set_cache_readdir(struct fuse_file_info *fi) {
     fi->keep_cache = 1;
 }
 
+/* Hands libfuse a request read elsewhere (a replayed INIT). */
+static inline void imgvol_process_request(struct fuse_session *se, void *mem, size_t size) {
+    struct fuse_buf buf = { .size = size, .flags = (enum fuse_buf_flags)0, .mem = mem, .fd = -1, .pos = 0 };
+    fuse_session_process_buf(se, &buf);
+}
+
 static inline dev_t imgvol_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 #endif

@@ -26,6 +26,8 @@ enum {
 #define FUSE_INIT_EXT_FLAG (1u << 30)
 #define FLAGS2_PASSTHROUGH (1u << 5)  /* FUSE_PASSTHROUGH is bit 37 of the 64-bit flags */
 #define FOPEN_PASSTHROUGH_FLAG (1u << 7)
+#define FLAGS2_HAS_RESEND (1u << 7)   /* FUSE_HAS_RESEND is bit 39 (7.40) */
+#define FUSE_NOTIFY_RESEND_CODE 7     /* enum fuse_notify_code (7.40) */
 
 struct backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
 #define FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct backing_map)
@@ -35,6 +37,11 @@ static atomic_int offered;
 static atomic_int accepted;
 static atomic_int init_replied;
 static __thread int32_t open_backing;
+/* The kernel's INIT request as read, for a server that takes the session over later. */
+static unsigned char init_request[512];
+static atomic_size_t init_request_len;
+/* A taking-over server answers a replayed INIT; that reply must not reach the kernel. */
+static atomic_int swallow_next_reply;
 
 static uint32_t load32(const void *base, size_t offset) {
     uint32_t value;
@@ -64,6 +71,9 @@ ssize_t imgvol_fuse_io_read(int fd, void *buf, size_t len, void *userdata) {
         uint32_t flags = load32(buf, in_header_size + init_in_flags);
         uint32_t flags2 = load32(buf, in_header_size + init_in_flags2);
         atomic_store(&offered, (flags & FUSE_INIT_EXT_FLAG) && (flags2 & FLAGS2_PASSTHROUGH));
+        size_t kept = (size_t)n < sizeof init_request ? (size_t)n : sizeof init_request;
+        memcpy(init_request, buf, kept);
+        atomic_store(&init_request_len, kept);
     }
     return n;
 }
@@ -71,6 +81,11 @@ ssize_t imgvol_fuse_io_read(int fd, void *buf, size_t len, void *userdata) {
 ssize_t imgvol_fuse_io_writev(int fd, struct iovec *iov, int count, void *userdata) {
     (void)userdata;
     /* A successful reply is libfuse's header and one argument. */
+    if (atomic_exchange(&swallow_next_reply, 0)) {
+        ssize_t total = 0;
+        for (int i = 0; i < count; i++) total += (ssize_t)iov[i].iov_len;
+        return total;
+    }
     int plain_ok = count == 2 && iov[0].iov_len == out_header_size && load32(iov[0].iov_base, 4) == 0;
     if (!atomic_exchange(&init_replied, 1)) {
         /* The kernel sends nothing before INIT is answered: the first reply is INIT's. */
@@ -104,4 +119,34 @@ ssize_t imgvol_fuse_io_splice_send(int fdin, off_t *offin, int fdout, off_t *off
                                    unsigned int flags, void *userdata) {
     (void)userdata;
     return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+size_t imgvol_fuse_init_request(void *buf, size_t cap) {
+    size_t len = atomic_load(&init_request_len);
+    if (len > cap) len = cap;
+    memcpy(buf, init_request, len);
+    return len;
+}
+
+int imgvol_fuse_passthrough_offered(void) { return atomic_load(&offered); }
+
+void imgvol_fuse_takeover(int passthrough_accepted) {
+    atomic_store(&accepted, passthrough_accepted);
+    atomic_store(&init_replied, 1);
+    atomic_store(&swallow_next_reply, 1);
+}
+
+int imgvol_fuse_init_has_resend(const void *init, size_t len) {
+    if (len < in_header_size + init_in_flags2 + 4 || load32(init, 4) != fuse_opcode_init) return 0;
+    uint32_t flags = load32(init, in_header_size + init_in_flags);
+    uint32_t flags2 = load32(init, in_header_size + init_in_flags2);
+    return (flags & FUSE_INIT_EXT_FLAG) && (flags2 & FLAGS2_HAS_RESEND);
+}
+
+int imgvol_fuse_notify_resend(int fd) {
+    unsigned char header[out_header_size] = {0};
+    store32(header, 0, out_header_size);
+    store32(header, 4, FUSE_NOTIFY_RESEND_CODE);
+    ssize_t n = write(fd, header, sizeof header);
+    return n == (ssize_t)sizeof header ? 0 : -errno;
 }

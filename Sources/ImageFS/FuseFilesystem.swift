@@ -1,4 +1,5 @@
 import CFuse
+import CFuseProtocol
 import FileIO
 import Integrity
 import Layers
@@ -47,9 +48,13 @@ public final class FuseFilesystem: Sendable {
     /// Called once the kernel has completed the FUSE handshake: the mount now answers.
     let onInit: @Sendable () -> Void
 
-    /// `passthrough: false` keeps every read in the server (`IMGVOL_FUSE_PASSTHROUGH=0`).
+    /// `passthrough: false` keeps every read in the server (`IMGVOL_FUSE_PASSTHROUGH=0`), unless
+    /// the session being taken over (`restored`) passes files through already: its opens are
+    /// still open, and the kernel wants every open of an inode to do as they do. `persist`
+    /// keeps the session's state where a successor finds it.
     public init(tree: ImageTree, layers: [LayerData], gates: [(any LayerGate)?] = [], subpathRoot: UInt32 = ImageTree.rootIndex,
-                passthrough: Bool = true, logger: Logger? = nil,
+                passthrough: Bool = true, logger: Logger? = nil, restored: FuseSessionState? = nil,
+                persist: @escaping @Sendable (FuseSessionState) -> Void = { _ in },
                 onDamage: @escaping @Sendable (_ layer: Int32, _ damage: ChunkDamage) -> Void = { _, _ in },
                 onInit: @escaping @Sendable () -> Void = {}) {
         self.onInit = onInit
@@ -61,8 +66,28 @@ public final class FuseFilesystem: Sendable {
         // -1 where the size cannot be read: no file then passes through to it.
         self.layerSizes = layers.map { (try? $0.file.size()) ?? -1 }
         self.gates = gates
-        self.passthrough = passthrough ? FusePassthrough(logger: logger) : nil
+        let passes = passthrough || restored?.passthrough == true
+        self.passthrough = passes ? FusePassthrough(logger: logger, restored: restored, persist: persist) : nil
+        self.restored = restored
+        self.persist = persist
         verifiers = layers.indices.map { i in i < gates.count && gates[i] != nil ? nil : layers[i].verifier() }
+    }
+
+    /// The state of the session this server took over (nil for the server that mounted).
+    let restored: FuseSessionState?
+    private let persist: @Sendable (FuseSessionState) -> Void
+
+    /// INIT answered (or replayed, taking over): the session's state is persisted for a
+    /// successor, then the mount is announced.
+    func initialised() {
+        if restored == nil {
+            var request = [UInt8](repeating: 0, count: 512)
+            let count = request.withUnsafeMutableBytes { imgvol_fuse_init_request($0.baseAddress, $0.count) }
+            let state = FuseSessionState(initRequest: Array(request.prefix(count)),
+                                         passthrough: passthrough != nil && imgvol_fuse_passthrough_offered() != 0)
+            if let passthrough { passthrough.started(state) } else { persist(state) }
+        }
+        onInit()
     }
 
     /// A store file a mount reads from, and the checker of its chunks.
@@ -101,24 +126,28 @@ public final class FuseFilesystem: Sendable {
         return false
     }
 
-    /// The whole store file `node`'s bytes are, if any: a file stored apart, or a layer file
-    /// it fills from offset 0 (a lazy layer still arriving never qualifies). Only such a file
-    /// can pass through to the kernel.
-    private func wholeFile(_ index: UInt32, _ node: ImageTree.Inode) -> ServedFile? {
+    /// The whole store file `node`'s bytes are, if any, and its name across servers: a file
+    /// stored apart, or a layer file it fills from offset 0 (a lazy layer still arriving never
+    /// qualifies). Only such a file can pass through to the kernel.
+    private func wholeFile(_ index: UInt32, _ node: ImageTree.Inode) -> (ServedFile, BackingKey)? {
         guard passthrough != nil, node.kind == .regular, node.layer >= 0, Int(node.layer) < layers.count,
               gate(node.layer) == nil else { return nil }
-        if node.storedApart { return apartFile(index, node) }
+        if node.storedApart {
+            return apartFile(index, node).map { ($0, BackingKey(layer: node.layer, apart: node.dataOffset)) }
+        }
         guard node.dataOffset == 0, layerSizes[Int(node.layer)] == node.size else { return nil }
-        return ServedFile(file: layers[Int(node.layer)].file, verifier: verifiers[Int(node.layer)])
+        return (ServedFile(file: layers[Int(node.layer)].file, verifier: verifiers[Int(node.layer)]), BackingKey(layer: node.layer, apart: nil))
     }
 
     /// Before a file can pass through, all of it is checked (once per mount): the kernel will
     /// read it without the server. Checked here, when first opened, rather than read by read
     /// through the server: a model is read whole anyway, and a read through FUSE's own page
-    /// cache runs at half the speed of one passed through. False when it is damaged (the
-    /// damage is reported): the open fails.
+    /// cache runs at half the speed of one passed through. A file that passes through already
+    /// (registered by the server this one took over from) was checked then. False when it is
+    /// damaged (the damage is reported): the open fails.
     func checkBeforePassthrough(_ index: UInt32, _ node: ImageTree.Inode) -> Bool {
-        guard let verifier = wholeFile(index, node)?.verifier, !verifier.isVerified else { return true }
+        guard let (served, key) = wholeFile(index, node), let verifier = served.verifier, !verifier.isVerified,
+              passthrough?.isRegistered(key) != true else { return true }
         guard let (damage, newly) = verifier.checkAll() else { return true }
         if newly { onDamage(node.layer, damage) }
         return false
@@ -136,7 +165,9 @@ public final class FuseFilesystem: Sendable {
         }
     }
 
-    /// An open served by the server was released.
+    /// An open served by the server was released. (An open served by a server this one took
+    /// over from is not counted: while passthrough works, every open of a whole store file
+    /// passes through, so such opens are of files that never pass through.)
     func released(_ index: UInt32) {
         cachedOpens.withLock { opens in
             guard let count = opens[index] else { return }
@@ -145,8 +176,9 @@ public final class FuseFilesystem: Sendable {
     }
 
     private func passthroughCandidate(_ index: UInt32, _ node: ImageTree.Inode) -> Int32? {
-        guard let passthrough, let served = wholeFile(index, node), served.verifier?.isVerified ?? true else { return nil }
-        return passthrough.backingID(for: served.file.fd)
+        guard let passthrough, let (served, key) = wholeFile(index, node),
+              served.verifier?.isVerified ?? true || passthrough.isRegistered(key) else { return nil }
+        return passthrough.backingID(for: key, fd: served.file.fd)
     }
 
     /// The gate of layer `number`, if it is still arriving.

@@ -14,13 +14,13 @@ enum FuseOperations {
         var ops = fuse_lowlevel_ops()
         ops.`init` = { data, conn in
             if let conn { imgvol_want_capabilities(conn) }
-            if let data { Unmanaged<FuseFilesystem>.fromOpaque(data).takeUnretainedValue().onInit() }
+            if let data { Unmanaged<FuseFilesystem>.fromOpaque(data).takeUnretainedValue().initialised() }
         }
         ops.lookup = { req, parent, name in FuseOperations.lookup(req, parent, name) }
         ops.getattr = { req, ino, _ in FuseOperations.getattr(req, ino) }
         ops.readlink = { req, ino in FuseOperations.readlink(req, ino) }
         ops.open = { req, ino, fi in FuseOperations.open(req, ino, fi) }
-        ops.read = { req, ino, size, offset, fi in FuseOperations.read(req, ino, size, offset, fi) }
+        ops.read = { req, ino, size, offset, _ in FuseOperations.read(req, ino, size, offset) }
         ops.release = { req, ino, fi in FuseOperations.release(req, ino, fi) }
         ops.opendir = { req, ino, fi in FuseOperations.opendir(req, ino, fi) }
         ops.readdir = { req, ino, size, offset, _ in FuseOperations.readdir(req, ino, size, offset, plus: false) }
@@ -102,11 +102,9 @@ enum FuseOperations {
         let flags = imgvol_open_flags(fi)
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { fuse_reply_err(req, EROFS); return }
         if node.kind == .directory { fuse_reply_err(req, EISDIR); return }
-        if node.storedApart {
-            // Opened once for the mount's life; reads then find it without a lookup.
-            guard let served = fs.apartFile(index, node) else { fuse_reply_err(req, EIO); return }
-            imgvol_set_file_handle(fi, UInt64(served.file.fd))
-        }
+        // Opened once for the mount's life. Its descriptor is not put in the file handle: a
+        // server that takes the session over has descriptors of its own.
+        if node.storedApart, fs.apartFile(index, node) == nil { fuse_reply_err(req, EIO); return }
         guard fs.checkBeforePassthrough(index, node) else { fuse_reply_err(req, EIO); return }
         guard let backing = fs.openBacking(for: index, node) else {
             imgvol_set_keep_cache(fi)
@@ -133,7 +131,7 @@ enum FuseOperations {
         fuse_reply_err(req, 0)
     }
 
-    static func read(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    static func read(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t) {
         guard let fs = filesystem(req), let index = fs.index(ino), let node = fs.tree.inode(index) else {
             fuse_reply_err(req, ENOENT); return
         }
@@ -142,9 +140,11 @@ enum FuseOperations {
         guard start < node.size, size > 0 else { fuse_reply_buf(req, nil, 0); return }
         let length = Int(min(Int64(size), node.size - start))
         if node.storedApart {
-            // A file stored apart is its own file, from offset 0; open put its descriptor in fh.
-            guard let fi, fs.verify(index, node, offset: start, length: length) else { fuse_reply_err(req, EIO); return }
-            imgvol_reply_fd(req, Int32(truncatingIfNeeded: imgvol_file_handle(fi)), off_t(start), length)
+            // A file stored apart is its own file, from offset 0.
+            guard let served = fs.apartFile(index, node), fs.verify(index, node, offset: start, length: length) else {
+                fuse_reply_err(req, EIO); return
+            }
+            imgvol_reply_fd(req, served.file.fd, off_t(start), length)
             return
         }
         guard node.layer >= 0, Int(node.layer) < fs.layerFDs.count else { fuse_reply_err(req, EIO); return }

@@ -34,23 +34,28 @@ public struct MountLauncher: Sendable {
 
     /// Returns once the kernel handshake is done and the mount answers. With `lazy`, the server
     /// resolves the reference itself and serves while the blobs arrive (`digest` is unused).
+    ///
+    /// What is started is the mount's keeper (`MountKeeper`): it mounts, holds the mount's
+    /// /dev/fuse descriptor and keeps a server on it, so a server that dies is replaced
+    /// without the mount's readers noticing.
     public func launch(reference: Reference, digest: Digest?, mountpoint: String, subpath: String?,
                        lazy: LazySource? = nil) async throws -> MountRecord {
         let table = MountTable(store: store)
-        var arguments = ["__serve", "--root", store.root, "--log-level", logLevel,
-                         "--reference", reference.description, "--mountpoint", mountpoint]
-        if let subpath { arguments += ["--subpath", subpath] }
+        var server = ["--root", store.root, "--log-level", logLevel, "--reference", reference.description, "--mountpoint", mountpoint]
+        if let subpath { server += ["--subpath", subpath] }
         if let lazy {
-            arguments += ["--lazy"] + lazy.pullArguments + (lazy.credentials != nil ? ["--creds-from-stdin"] : [])
+            server += ["--lazy"] + lazy.pullArguments
         } else if let digest {
-            arguments += ["--digest", digest.description]
+            server += ["--digest", digest.description]
         }
-        let server = try ServerProcess.start(executable: executable, arguments: arguments, logPath: table.logPath(mountpoint),
+        let arguments = ["__keep", "--log-level", logLevel, "--mountpoint", mountpoint, "--source", "imgvol:\(reference)"]
+            + (lazy?.credentials != nil ? ["--creds-from-stdin"] : []) + ["--"] + server
+        let keeper = try ServerProcess.start(executable: executable, arguments: arguments, logPath: table.logPath(mountpoint),
                                              input: lazy?.credentials)
         // A lazy server may first pull compressed layers in full.
-        try await server.waitUntilReady(within: lazy == nil ? .seconds(60) : .seconds(3600),
+        try await keeper.waitUntilReady(within: lazy == nil ? .seconds(60) : .seconds(3600),
                                         what: "mounting \(reference) at \(mountpoint)")
-        guard let record = table.record(for: mountpoint), record.pid == server.process.processIdentifier else {
+        guard let record = table.record(for: mountpoint), record.keeper == keeper.process.processIdentifier else {
             throw MountServer.Failure("mounting \(reference) at \(mountpoint): the server said it serves but left no mount record; see \(table.logPath(mountpoint))")
         }
         return record
@@ -77,9 +82,13 @@ public struct MountLauncher: Sendable {
                 throw SystemError("umount", mountpoint, errno: error)
             }
         }
-        if let record, MountTable.processAlive(record.pid) {
-            kill(record.pid, SIGTERM)
-            _ = await ProcessExit.wait(record.pid, atMost: .seconds(2))
+        // The keeper stops its server and ends; a server without one (in the foreground, or
+        // whose keeper was killed) is stopped itself.
+        if let record {
+            for pid in [record.keeper, record.pid].compactMap({ $0 }) where MountTable.processAlive(pid) {
+                kill(pid, SIGTERM)
+                _ = await ProcessExit.wait(pid, atMost: .seconds(2))
+            }
         }
         table.forget(mountpoint)
     }

@@ -44,6 +44,7 @@ extension MountTable {
         }
         for key in damaged + ended {
             sweep.removedFiles += remove(store.layout.mountRecord(key)) + remove(store.layout.mountLog(key))
+            try? FileSystem.remove(store.layout.mountSession(key))
         }
         for name in names where name.hasSuffix(".log") {
             let key = String(name.dropLast(4))

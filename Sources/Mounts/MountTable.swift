@@ -30,6 +30,7 @@ public struct MountTable: Sendable {
     /// Best effort: a record left behind is ignored (its server is gone) and swept by prune.
     public func remove(_ mountpoint: String) {
         try? FileSystem.remove(recordPath(mountpoint))
+        try? FileSystem.remove(sessionPath(mountpoint))
     }
 
     /// After a clean unmount: the record and the server's log (a log of a server that died
@@ -72,8 +73,10 @@ public struct MountTable: Sendable {
         Set(kernelMounts().filter { $0.fstype == "fuse.imgvol" }.map(\.mountpoint))
     }
 
+    /// Served, or about to be again: between a server's death and its successor's start the
+    /// keeper alone holds the mount.
     static func isLive(_ record: MountRecord, mounted: Set<String>) -> Bool {
-        processAlive(record.pid) && mounted.contains(record.mountpoint)
+        (processAlive(record.pid) || record.keeper.map(processAlive) == true) && mounted.contains(record.mountpoint)
     }
 
     /// Running, not a zombie: a server whose parent died is reaped only later by init, and

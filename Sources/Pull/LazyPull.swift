@@ -48,13 +48,17 @@ public struct LazyPull: Sendable {
     let gcLock: StoreLock
 
     /// Resolves `reference` and prepares everything a mount needs; starts the downloads.
-    static func start(_ reference: Reference, puller: Puller, streams: Int = 4) async throws -> LazyPull {
+    /// `pinned`: the manifest to fetch, whatever the tag names now (a server taking a lazy
+    /// mount over serves what the first one resolved); the image is still recorded under
+    /// `reference`, as the first server would have recorded it.
+    static func start(_ reference: Reference, pinned: Digest? = nil, puller: Puller, streams: Int = 4) async throws -> LazyPull {
         let store = puller.store
         let gcLock = try await store.gcLock(exclusive: false)
         var blobs: [Digest: RangedBlob] = [:]
         var fetching: Task<Void, any Error>?
         do {
-            return try await prepare(reference, puller: puller, streams: streams, gcLock: gcLock, blobs: &blobs, fetching: &fetching)
+            return try await prepare(reference, pinned: pinned, puller: puller, streams: streams, gcLock: gcLock,
+                                     blobs: &blobs, fetching: &fetching)
         } catch {
             for blob in blobs.values {
                 blob.fail("the lazy mount of \(reference) was abandoned: \(error)")
@@ -66,13 +70,13 @@ public struct LazyPull: Sendable {
         }
     }
 
-    private static func prepare(_ reference: Reference, puller: Puller, streams: Int, gcLock: StoreLock,
+    private static func prepare(_ reference: Reference, pinned: Digest?, puller: Puller, streams: Int, gcLock: StoreLock,
                                 blobs: inout [Digest: RangedBlob], fetching: inout Task<Void, any Error>?) async throws -> LazyPull {
         // Until the mount serves, only what building the tree reads is fetched: the background
         // download would compete with it for the registry's disk and the network.
         let background = RangedFetch.Signal()
         let store = puller.store
-        let resolved = try await puller.resolve(reference)
+        let resolved = try await puller.resolve(pinned.map { reference.withDigest($0) } ?? reference)
         let endpoints = try resolved.endpoints(reference, client: puller.client)
         let configBytes = try await puller.config(resolved.manifest.config, endpoints: endpoints, reference: reference, storing: false)
         let plan = try PullPlan(resolved.manifest, configBytes: configBytes, reference: reference)

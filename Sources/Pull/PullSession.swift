@@ -63,10 +63,10 @@ public struct PullSession: Sendable {
         try await withPuller { try await $0.pull(reference) }
     }
 
-    /// Starts a lazy pull of `reference` and runs `body` (which serves it) while the client
-    /// lives.
-    public func lazily<T: Sendable>(_ reference: Reference, _ body: (LazyPull) async throws -> T) async throws -> T {
-        try await withPuller { puller in try await body(try await LazyPull.start(reference, puller: puller)) }
+    /// Starts a lazy pull of `reference` (of the manifest `pinned`, when given) and runs `body`
+    /// (which serves it) while the client lives.
+    public func lazily<T: Sendable>(_ reference: Reference, pinned: Digest? = nil, _ body: (LazyPull) async throws -> T) async throws -> T {
+        try await withPuller { puller in try await body(try await LazyPull.start(reference, pinned: pinned, puller: puller)) }
     }
 
     /// Runs `body` with a puller whose client is shut down afterwards, whatever happens.

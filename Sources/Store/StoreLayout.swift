@@ -24,6 +24,7 @@ import Glibc
 ///     reports/<hex>.json     damage a mount server found while serving (for `check`)
 ///     locks/                 flock files
 ///     mounts/<key>.json|log  live mounts and their servers' logs
+///     mounts/<key>.session   what a server taking a live mount over needs (FUSE INIT, backings)
 ///                            (under /run/imgvol/ when the store is read-only)
 ///     volumes.json, volumes/ the podman volume plugin's volumes and their mountpoints
 ///     csi/volumes.json       the CSI plugin's published volumes
@@ -75,6 +76,7 @@ public struct StoreLayout: Sendable, Equatable {
 
     public func mountRecord(_ key: String) -> String { "\(mountsDir)/\(key).json" }
     public func mountLog(_ key: String) -> String { "\(mountsDir)/\(key).log" }
+    public func mountSession(_ key: String) -> String { "\(mountsDir)/\(key).session" }
 
     public var volumePluginState: String { root + "/volumes.json" }
     public var volumePluginMounts: String { root + "/volumes" }

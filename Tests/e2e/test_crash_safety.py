@@ -360,6 +360,10 @@ def test_kill_lazy_mount_download_at_random_moments(imgvol, throttled, publish, 
             outcomes.append(Outcome(0, "", "", at))
             assert mounter.unmount(mp).rc == 0
         else:
+            # The whole mount dies: its keeper (which would start the server again) first.
+            keeper = (mounter.listed(mp) or {}).get("keeper")
+            if isinstance(keeper, int):
+                kill_server(keeper)
             kill_server(pid)
             outcomes.append(Outcome(-signal.SIGKILL, "", "", at))
             drop_mount(imgvol, mp)

@@ -27,7 +27,7 @@ from support import oci_layout
 from support.cli import Imgvol, assert_error
 from support.images import T0, pseudo_random, rich_entries, small_layers, whiteout_entries
 from support.mounts import (FSTYPE, Mounter, drop_cache, errname, errno_of, is_mounted,
-                            models_entries, mount_entries, mount_entry, pid_alive,
+                            kill_mount_processes, models_entries, mount_entries, mount_entry, pid_alive,
                             pids_mentioning, read_tree_digests, readdir, sha256_file, subtree,
                             wait_until)
 from support.oci_layout import Dir, File, Layer
@@ -547,11 +547,11 @@ def test_unmount_stops_server(mounter, small):
     assert Path(mp, "alpha.txt").read_text() == "alpha\n"
 
 
-def test_kill9_server_then_unmount(mounter, small):
+def test_kill9_server_and_keeper_then_unmount(mounter, small):
+    """Everything holding the mount's descriptor dies (its keeper and its server): the mount
+    is dead, and `unmount` still takes it away."""
     mp = mounter.mount_ok(small.ref)
-    pid = mounter.listed(mp)["pid"]
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(pid), 15, what="server to die")
+    kill_mount_processes(mounter.listed(mp))
     # A request in flight at the moment the server dies gets ECONNABORTED from the kernel
     # (the dying server's threads may still hold /dev/fuse briefly); after that: ENOTCONN.
     # (A fresh name each time: the kernel may answer stat(mp) from its attribute cache.)
@@ -569,11 +569,9 @@ def test_kill9_server_then_unmount(mounter, small):
     assert os.path.isdir(mp) and os.listdir(mp) == []
 
 
-def test_kill9_server_then_force_unmount(mounter, small):
+def test_kill9_server_and_keeper_then_force_unmount(mounter, small):
     mp = mounter.mount_ok(small.ref)
-    pid = mounter.listed(mp)["pid"]
-    os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(pid), 15, what="server to die")
+    kill_mount_processes(mounter.listed(mp))
     res = mounter.unmount(mp, "--force")
     assert res.rc == 0, res.describe()
     assert not is_mounted(mp)

@@ -128,7 +128,8 @@ class Plugin:
         res = self.imgvol.run("mounts", "--format", "json", timeout=30)
         if res.rc == 0:
             try:
-                pids = [m["pid"] for m in json.loads(res.stdout) if isinstance(m.get("pid"), int)]
+                pids = [p for m in json.loads(res.stdout) for p in (m.get("keeper"), m.get("pid"))
+                        if isinstance(p, int)]
             except (ValueError, TypeError, KeyError):
                 pass
         for e in reversed(self.fuse_mounts()):

@@ -27,4 +27,19 @@ void imgvol_fuse_passthrough_want(int want);
 int32_t imgvol_fuse_backing_open(int session_fd, int file_fd);
 /* The next open reply this thread sends passes through to backing file `id` (0: none). */
 void imgvol_fuse_set_open_backing(int32_t id);
+
+/* Taking a session over (a new server on the /dev/fuse descriptor of a mount whose server
+   died): the kernel does not send INIT again, so the new server replays the one the first
+   server read, and its reply is dropped here; then the kernel is asked to send again the
+   requests the dead server had read but not answered (FUSE_NOTIFY_RESEND, 7.40). */
+/* The INIT request this process read from the kernel (0 bytes before it came). */
+size_t imgvol_fuse_init_request(void *buf, size_t cap);
+/* Whether the kernel's INIT offered passthrough. */
+int imgvol_fuse_passthrough_offered(void);
+/* Before replaying INIT: the next reply is dropped; passthrough is as the first server left it. */
+void imgvol_fuse_takeover(int passthrough_accepted);
+/* Whether the kernel that sent this INIT can resend pending requests. */
+int imgvol_fuse_init_has_resend(const void *init, size_t len);
+/* Asks the kernel to queue again every request read but not answered: 0 or -errno. */
+int imgvol_fuse_notify_resend(int fd);
 #endif

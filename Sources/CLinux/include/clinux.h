@@ -23,4 +23,19 @@ int imgvol_pidfd_open(pid_t pid);
 int imgvol_enable_verity(int fd);
 /// 1 when fs-verity is on for the file.
 int imgvol_has_verity(int fd);
+/// Turns `signals` into bytes on a pipe, whichever thread they land on (a handler writes
+/// each signal's number); returns the pipe's read end (close-on-exec), -1 with errno set.
+/// One such pipe per process.
+int imgvol_signal_pipe(const int *signals, int count);
+/// The number of the next signal read from that pipe; -1 with errno set.
+int imgvol_read_signal(int fd);
+/// Starts `path argv` with its standard input, output and error on the given descriptors
+/// and `pass_fd` as descriptor 3 (-1: none), the signal mask empty and default dispositions;
+/// the child's pid, or -errno.
+pid_t imgvol_spawn(const char *path, char *const argv[], int in_fd, int out_fd, int err_fd, int pass_fd);
+/// An inotify descriptor (non-blocking, close-on-exec) reporting files renamed into `dir`
+/// (an atomic write's last step); -1 with errno set.
+int imgvol_watch_renames(const char *dir);
+/// Discards what an inotify descriptor has queued.
+void imgvol_drain(int fd);
 #endif

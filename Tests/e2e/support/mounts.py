@@ -166,6 +166,16 @@ def pids_mentioning(text: str) -> List[int]:
     return out
 
 
+def kill_mount_processes(listed: dict) -> None:
+    """SIGKILL a mount's keeper, then its server (an `imgvol mounts` entry), and wait until
+    both are gone: everything holding the mount's /dev/fuse descriptor dies."""
+    pids = [p for p in (listed.get("keeper"), listed.get("pid")) if isinstance(p, int)]
+    for pid in pids:
+        kill_pid(pid)
+    for pid in pids:
+        wait_until(lambda: not pid_alive(pid), 30, what=f"process {pid} to die after SIGKILL")
+
+
 def kill_pid(pid: int, sig=signal.SIGKILL) -> None:
     try:
         os.kill(pid, sig)
@@ -288,8 +298,11 @@ class Mounter:
         try:
             mine = set(self.mountpoints)
             for m in self.mounts(check=False):
-                if isinstance(m.get("pid"), int) and m.get("mountpoint") in mine:
-                    self.server_pids.add(m["pid"])
+                if m.get("mountpoint") in mine:
+                    # Its keeper first: a keeper left alive would start its server again.
+                    for pid in (m.get("keeper"), m.get("pid")):
+                        if isinstance(pid, int):
+                            self.server_pids.add(pid)
         except Exception:
             pass
 
@@ -380,7 +393,7 @@ class Mounter:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait(10)
-        for pid in self.server_pids:
+        for pid in sorted(self.server_pids, key=lambda p: "__keep" not in cmdline(p)):
             if pid_alive(pid) and any("imgvol" in a for a in cmdline(pid)[:1]):
                 kill_pid(pid)
         for mp in self.mountpoints:           # servers nobody listed (e.g. failed mounts)
