@@ -50,7 +50,8 @@ public final class CSIPlugin: Sendable {
         let images = ImageSource(store: store, logger: logger, coordinator: PullCoordinator(), metrics: metrics,
                                  registriesConf: configuration.registriesConf)
         self.volumes = VolumeManager(store: store, logger: logger, table: table, images: images,
-                                     launcher: MountLauncher(store: store, logLevel: configuration.mountLogLevel), metrics: metrics)
+                                     launcher: MountLauncher(store: store, logLevel: configuration.mountLogLevel), metrics: metrics,
+                                     watch: try ProcessWatch())
     }
 
     /// Restores published volumes, then serves until the calling task is cancelled.

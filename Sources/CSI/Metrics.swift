@@ -1,7 +1,9 @@
 import CoreMetrics
 import FileIO
 import Prometheus
+import Mounts
 import Store
+import Synchronization
 
 /// The plugin's Prometheus metrics. swift-metrics types over a registry of our own (not the
 /// process-wide `MetricsSystem`, which can be bootstrapped only once per process: tests start
@@ -10,11 +12,19 @@ public final class CSIMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
     private let store: ContentStore
+    /// Volume id by target path.
+    private let volumeIDs = Mutex<[String: String]>([:])
 
     static let pullDuration = "imgvol_csi_pull_duration_seconds"
     /// Layers and files a mount server found damaged while serving (reads of them fail with
     /// EIO) and `imgvol check --repair` has not repaired yet.
     static let damagedParts = "imgvol_csi_damaged_parts"
+
+    /// Volumes whose mount died whole (keeper and server) and the plugin served again.
+    static let restores = "imgvol_csi_volume_restores_total"
+    /// Per volume: servers its keeper replaced (crashed, killed or upgraded), from the mount
+    /// records when scraped.
+    static let serverRestarts = "imgvol_csi_server_restarts"
 
     public init(store: ContentStore) {
         let registry = PrometheusCollectorRegistry()
@@ -28,6 +38,7 @@ public final class CSIMetrics: Sendable {
         // Present from the start, so dashboards see zeros rather than gaps.
         Gauge(label: "imgvol_csi_live_volumes", factory: factory).record(0)
         Gauge(label: Self.damagedParts, factory: factory).record(0)
+        Counter(label: Self.restores, factory: factory).increment(by: 0)
         Counter(label: "imgvol_csi_pull_bytes_total", factory: factory).increment(by: 0)
         for result in ["success", "failure"] {
             Counter(label: "imgvol_csi_pulls_total", dimensions: [("result", result)], factory: factory).increment(by: 0)
@@ -50,8 +61,22 @@ public final class CSIMetrics: Sendable {
         Timer(label: Self.pullDuration, factory: factory).recordNanoseconds(Self.nanoseconds(duration))
     }
 
-    func setLiveVolumes(_ count: Int) {
-        Gauge(label: "imgvol_csi_live_volumes", factory: factory).record(count)
+    func volumeRestored() {
+        Counter(label: Self.restores, factory: factory).increment()
+    }
+
+    func updateRestarts() {
+        let volumes = volumeIDs.withLock { $0 }
+        for record in MountTable(store: store).live() {
+            guard let volume = volumes[record.mountpoint] else { continue }
+            Gauge(label: Self.serverRestarts, dimensions: [("volume_id", volume)], factory: factory).record(record.restarts ?? 0)
+        }
+    }
+
+    /// The published volumes: their count, and their ids for the per-volume metrics.
+    func setVolumes(_ volumes: [PublishedVolume]) {
+        Gauge(label: "imgvol_csi_live_volumes", factory: factory).record(volumes.count)
+        volumeIDs.withLock { $0 = Dictionary(volumes.map { ($0.targetPath, $0.volumeID) }, uniquingKeysWith: { a, _ in a }) }
     }
 
     /// Bytes the store's layers and blobs occupy on disk, measured when scraped.
@@ -74,6 +99,7 @@ public final class CSIMetrics: Sendable {
     public func render() -> [UInt8] {
         updateCacheSize()
         updateDamage()
+        updateRestarts()
         return registry.emitToBuffer()
     }
 

@@ -27,7 +27,8 @@ struct MountProbe: Sendable {
         guard let mount = MountTable.kernelMounts().last(where: { $0.mountpoint == path }) else { return .absent }
         guard mount.fstype == "fuse.imgvol",
               let record = MountTable(store: store).record(for: path),
-              MountTable.processAlive(record.pid),
+              // Between a server's death and its successor's start, its keeper alone holds it.
+              MountTable.processAlive(record.pid) || record.keeper.map(MountTable.processAlive) == true,
               Self.answers(path) else { return .dead(fstype: mount.fstype) }
         return .serving(record)
     }

@@ -25,8 +25,12 @@ final class VolumeManager: Sendable {
     let launcher: MountLauncher
     let metrics: CSIMetrics
     let usage = UsageCache()
+    /// Tells the supervisor when a volume's keeper exits (`supervise`).
+    let watch: ProcessWatch
 
-    init(store: ContentStore, logger: Logger, table: VolumeTable, images: ImageSource, launcher: MountLauncher, metrics: CSIMetrics) {
+    init(store: ContentStore, logger: Logger, table: VolumeTable, images: ImageSource, launcher: MountLauncher, metrics: CSIMetrics,
+         watch: ProcessWatch) {
+        self.watch = watch
         self.store = store
         self.logger = logger
         self.table = table
@@ -41,7 +45,7 @@ final class VolumeManager: Sendable {
 
     func publish(_ request: PublishRequest) async throws {
         try await locks.withLock(request.volumeID) { try await self.publishLocked(request) }
-        metrics.setLiveVolumes(await table.count)
+        metrics.setVolumes(await table.all)
     }
 
     private func publishLocked(_ request: PublishRequest) async throws {
@@ -139,7 +143,9 @@ final class VolumeManager: Sendable {
         let target = request.targetPath
         do {
             let mount = try await launch()
-            try await table.put(volume(request, digest: mount.digest))
+            let published = volume(request, digest: mount.digest)
+            try await table.put(published)
+            supervise(published)
             logger.notice("volume \(request.volumeID): serving \(request.reference) (\(mount.digest)) read-only at \(target)\(how.isEmpty ? "" : ", " + how)")
         } catch {
             if MountTable.isMountpoint(target) {
@@ -181,7 +187,7 @@ final class VolumeManager: Sendable {
             }
             try await self.table.remove(key)
         }
-        metrics.setLiveVolumes(await table.count)
+        metrics.setVolumes(await table.all)
     }
 
     private func unmount(_ target: String) async throws {

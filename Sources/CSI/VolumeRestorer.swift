@@ -22,7 +22,7 @@ extension VolumeManager {
     func restore() async -> Task<Void, Never> {
         let byVolume = Dictionary(grouping: await table.all, by: \.volumeID)
         for id in byVolume.keys { await locks.acquire(id) }
-        metrics.setLiveVolumes(await table.count)
+        metrics.setVolumes(await table.all)
         return Task {
             await withTaskGroup(of: Void.self) { group in
                 for (id, volumes) in byVolume {
@@ -32,15 +32,17 @@ extension VolumeManager {
                     }
                 }
             }
-            self.metrics.setLiveVolumes(await self.table.count)
+            self.metrics.setVolumes(await self.table.all)
         }
     }
 
-    private func restore(_ volume: PublishedVolume) async {
+    func restore(_ volume: PublishedVolume) async {
         let target = volume.targetPath
         switch probe.health(of: target) {
         case .serving(let record):
             logger.info("volume \(volume.volumeID): \(target) is still served by pid \(record.pid); keeping it")
+            await upgradeIfStale(record, volume: volume)
+            supervise(volume)
             return
         case .dead(let fstype) where fstype == "fuse.imgvol":
             logger.notice("volume \(volume.volumeID): the server of \(target) died; detaching the dead mount")
@@ -71,6 +73,8 @@ extension VolumeManager {
                 try await table.put(updated)
             }
             logger.notice("volume \(volume.volumeID): serving \(volume.image) (\(record.digest)) at \(target) again")
+            metrics.volumeRestored()
+            supervise(volume)
         } catch {
             logger.error("volume \(volume.volumeID): cannot serve \(volume.image) at \(target) again: \(CSIError(error).message)")
         }

@@ -28,7 +28,7 @@ extension MountTable {
     }
 
     /// SIGHUP to the keeper, then waits for a record naming a new, running server.
-    func restart(_ record: MountRecord, keeper: Int32, within limit: Duration) async throws -> Int32 {
+    public func restart(_ record: MountRecord, keeper: Int32, within limit: Duration) async throws -> Int32 {
         let watch = imgvol_watch_renames(store.mountsDir)
         guard watch >= 0 else { throw SystemError("inotify", store.mountsDir) }
         let events = OpenFile(adopting: watch, path: "inotify:\(store.mountsDir)")

@@ -44,7 +44,7 @@ from support import oci_layout
 from support.cli import Imgvol, run as _run
 from support.damage import flip
 from support.images import T0, big_layers, pseudo_random, small_layers
-from support.mounts import (FSTYPE, cmdline, is_mounted, lazy_umount, mount_entries,
+from support.mounts import (FSTYPE, cmdline, is_mounted, kill_mount_processes, lazy_umount, mount_entries,
                             mount_entry, models_entries, pid_alive, pids_mentioning, proc_mounts,
                             readdir, read_tree_digests, subtree, wait_until)
 from support.oci_layout import Dir, File, Layer, Platform
@@ -1346,4 +1346,98 @@ def test_lazy_volume_stats_while_downloading(e, make_proxy):
     units = {u.unit: u for u in resp.usage}
     assert units[e.pb.VolumeUsage.BYTES].used >= 9 << 20, resp
     assert units[e.pb.VolumeUsage.INODES].used >= 3, resp
+    e.unpublish(req.volume_id, target)
+
+
+# --------------------------------------------------------------------------------------
+# Failover: mounts outlive their servers and the plugin
+# --------------------------------------------------------------------------------------
+
+MiB = 1 << 20
+
+
+def _failover_image(e: Env):
+    from support.readers import chunk_digests
+    big = pseudo_random(32 * MiB + 3, 71)
+    small = {f"s/f{k:03}.txt": (f"{k}\n" * (1 + k % 30)).encode() for k in range(300)}
+    info = e.image("e2e/failover", "v1", [[File("model.bin", big, mtime=T0)],
+                                          [Dir("s", mtime=T0)] + [File(n, d, mtime=T0) for n, d in small.items()]])
+    return info, {"model.bin": chunk_digests(big)}, {n: hashlib.sha256(d).hexdigest() for n, d in small.items()}
+
+
+def _record(plugin: Plugin, target: str) -> dict:
+    res = plugin.imgvol.run("mounts", "--format", "json", timeout=30)
+    assert res.rc == 0, res.describe()
+    found = [m for m in json.loads(res.stdout) if m["mountpoint"] == target]
+    assert found, f"{target} not listed: {res.stdout}"
+    return found[0]
+
+
+@pytest.mark.slow
+def test_server_and_plugin_kills_are_invisible_to_pods(own_env, tmp_path):
+    """A pod reads a published volume through a bind mount of the target (as a container
+    sees it) with 8 readers, while the volume's server is SIGKILLed 5 times and the plugin's
+    whole process group once: zero reader errors, every checksum right; the restarted plugin
+    keeps the volume (and counts the restarts in its metrics)."""
+    from support.readers import Readers
+    e = own_env
+    info, big, small = _failover_image(e)
+    target = e.target("failover")
+    req = e.inline_request(info.ref, target)
+    e.publish_vol(req)
+    view = tmp_path / "pod-view"
+    view.mkdir()
+    r = _run(["mount", "--bind", target, str(view)], timeout=30)
+    assert r.rc == 0, r.describe()
+    e.cleanups.append(lambda: lazy_umount(str(view)))
+    readers = Readers(str(view), big, small).start(8)
+    try:
+        for k in range(5):
+            readers.wait_for_ops(1)
+            if k == 2:
+                e.plugin.killpg(signal.SIGKILL)          # the plugin's process group only
+            before = _record(e.plugin, target)
+            os.kill(before["pid"], signal.SIGKILL)
+            wait_until(lambda: (lambda m: m["pid"] != before["pid"] and pid_alive(m["pid"]))(_record(e.plugin, target)),
+                       30, what=f"server #{k + 1} of the volume")
+            if k == 2:
+                e.plugin.start()
+        readers.wait_for_ops(2)
+    finally:
+        readers.stop()
+    assert readers.errors == [], "\n".join(readers.errors[:30])
+    assert _record(e.plugin, target)["restarts"] == 5
+    _, samples = scrape(e.plugin.metrics_port)
+    assert samples.get(f'imgvol_csi_server_restarts{{volume_id="{req.volume_id}"}}') == 5, samples
+    e.unpublish(req.volume_id, target)
+
+
+@pytest.mark.slow
+def test_dead_mount_is_restored_while_the_plugin_runs(own_env):
+    """Keeper and server killed together (nothing holds the mount's descriptor): the running
+    plugin notices at once, serves the volume again at the same target, says so in its log
+    and counts it."""
+    e = own_env
+    info, big, small = _failover_image(e)
+    target = e.target("restore")
+    req = e.inline_request(info.ref, target)
+    e.publish_vol(req)
+    first = _record(e.plugin, target)
+    kill_mount_processes(first)
+
+    def served_again():
+        try:
+            m = _record(e.plugin, target)
+        except AssertionError:
+            return None
+        if m["pid"] == first["pid"] or not pid_alive(m["pid"]):
+            return None
+        with open(os.path.join(target, "s/f001.txt"), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == small["s/f001.txt"]
+    assert wait_until(served_again, 30, what="the plugin to serve the dead volume again")
+    assert "everything serving" in e.plugin.log_text()
+    _, samples = scrape(e.plugin.metrics_port)
+    assert samples.get("imgvol_csi_volume_restores_total") == 1, samples
+    assert_ro_mount(target)
+    assert len(mount_entries(target)) == 1, f"a mount was stacked: {mount_entries(target)}"
     e.unpublish(req.volume_id, target)
