@@ -97,7 +97,8 @@ public struct MountKeeper {
                 try reexecute(fd: fd, restarts: generation + 1)
             case .exited(let status, let served):
                 guard announced else {
-                    logger.error("the first server of \(configuration.mountpoint) exited (\(status)) before it served; unmounting")
+                    // Its own error is the log's last line, which the launcher reports.
+                    logger.debug("the first server of \(configuration.mountpoint) exited (\(status)) before it served; unmounting")
                     detach()
                     return 1
                 }

@@ -253,3 +253,25 @@ def _errno(fn):
     except OSError as e:
         return e.errno
     return None
+
+
+def test_damaged_session_state_fails_closed(mounter, registry, publish):
+    """A server cannot take a session over from state it cannot read: each attempt fails
+    naming the session file, and after five the keeper gives up (the mount answers ENOTCONN,
+    never wrong or made-up state); mounting again works."""
+    info, _, small = tree_image(registry, publish)
+    mp = mounter.mount_ok(info.ref)
+    m = current(mounter, mp)
+    sessions = list((Path(mounter.imgvol.root) / "mounts").glob("*.session"))
+    assert len(sessions) == 1, sessions
+    sessions[0].write_bytes(sessions[0].read_bytes()[:40])
+    os.kill(m["pid"], signal.SIGKILL)
+    wait_until(lambda: not pid_alive(m["keeper"]), 60, what="the keeper to give up")
+    log = server_logs(mounter.imgvol)
+    assert f"its session file {sessions[0]} is damaged" in log, log
+    assert "giving up" in log, log
+    assert _errno(lambda: os.stat(os.path.join(mp, "probe"))) == errno.ENOTCONN
+    assert mounter.unmount(mp).rc == 0
+    mounter.mount_ok(info.ref, mp, "--pull", "never")
+    name = sorted(small)[0]
+    assert hashlib.sha256(Path(mp, name).read_bytes()).hexdigest() == small[name]
