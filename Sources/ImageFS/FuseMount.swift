@@ -23,15 +23,7 @@ public final class FuseMount {
 
     public init(mountpoint: String, source: String, allowOther: Bool = true) throws(FuseSession.Failure) {
         self.mountpoint = mountpoint
-        var ops = fuse_lowlevel_ops()
-        let arguments = ["imgvol", "-o", Self.options(source: source, allowOther: allowOther)]
-        var cStrings = arguments.map { strdup($0) }
-        defer { cStrings.forEach { free($0) } }
-        let session: OpaquePointer? = cStrings.withUnsafeMutableBufferPointer { argv in
-            var args = fuse_args(argc: Int32(argv.count), argv: argv.baseAddress, allocated: 0)
-            defer { fuse_opt_free_args(&args) }
-            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, nil)
-        }
+        let session = Self.newSession(options: Self.options(source: source, allowOther: allowOther), ops: fuse_lowlevel_ops(), userdata: nil)
         guard let session else { throw FuseSession.Failure(message: "libfuse could not create a session (see the messages above)") }
         guard fuse_session_mount(session, mountpoint) == 0 else {
             fuse_session_destroy(session)
@@ -39,6 +31,19 @@ public final class FuseMount {
         }
         self.session = session
         self.fd = fuse_session_fd(session)
+    }
+
+    /// A libfuse session with `options` (as `-o`); libfuse copies `ops`.
+    static func newSession(options: String, ops: fuse_lowlevel_ops, userdata: UnsafeMutableRawPointer?) -> OpaquePointer? {
+        var table = ops
+        let arguments = ["imgvol", "-o", options]
+        var cStrings = arguments.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        return cStrings.withUnsafeMutableBufferPointer { argv in
+            var args = fuse_args(argc: Int32(argv.count), argv: argv.baseAddress, allocated: 0)
+            defer { fuse_opt_free_args(&args) }
+            return fuse_session_new(&args, &table, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
+        }
     }
 
     /// Whether the kernel still has the connection behind `fd`: an unmount or an abort ends

@@ -47,17 +47,8 @@ public final class FuseSession {
     private init(filesystem: FuseFilesystem, mountpoint: String, options: String) throws(Failure) {
         self.filesystem = filesystem
         self.mountpoint = mountpoint
-        var ops = FuseOperations.table()
-        let arguments = ["imgvol", "-o", options]
-        var cStrings = arguments.map { strdup($0) }
-        defer { cStrings.forEach { free($0) } }
-        let session: OpaquePointer? = cStrings.withUnsafeMutableBufferPointer { argv in
-            var args = fuse_args(argc: Int32(argv.count), argv: argv.baseAddress, allocated: 0)
-            defer { fuse_opt_free_args(&args) }
-            let data = Unmanaged.passUnretained(filesystem).toOpaque()
-            // libfuse copies the table; it needs to live only for this call.
-            return fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, data)
-        }
+        let session = FuseMount.newSession(options: options, ops: FuseOperations.table(),
+                                           userdata: Unmanaged.passUnretained(filesystem).toOpaque())
         guard let session else { throw Failure(message: "libfuse could not create a session (see the messages above)") }
         self.session = session
     }

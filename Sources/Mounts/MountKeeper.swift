@@ -162,18 +162,18 @@ public struct MountKeeper {
         var arguments = [configuration.executable, "__keep", "--log-level", configuration.logLevel,
                          "--mountpoint", configuration.mountpoint, "--source", configuration.source,
                          "--adopt-fd", String(fd), "--restarts", String(restarts)]
+        var input: OpenFile?
         if let credentials = configuration.credentials {
-            var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0 else { throw SystemError("pipe", "credentials") }
-            let bytes = Array((credentials + "\n").utf8)
-            _ = bytes.withUnsafeBytes { write(ends[1], $0.baseAddress, $0.count) }
-            close(ends[1])
-            arguments += ["--creds-fd", String(ends[0])]
+            input = try KeptServer.feed(credentials)
+            if let input {
+                _ = fcntl(input.fd, F_SETFD, 0)      // handed across the exec
+                arguments += ["--creds-fd", String(input.fd)]
+            }
         }
         arguments += ["--"] + configuration.serverArguments
         _ = fcntl(fd, F_SETFD, 0)
         var argv = arguments.map { strdup($0) } + [nil]
-        execv(configuration.executable, &argv)
+        withExtendedLifetime(input) { _ = execv(configuration.executable, &argv) }
         throw SystemError("execv", configuration.executable)
     }
 
@@ -196,11 +196,7 @@ struct KeptServer {
         let (readEnd, writeEnd) = try pipe("readiness")
         let stdinFile: OpenFile
         if let credentials = configuration.credentials {
-            let (input, feed) = try pipe("credentials")
-            let bytes = Array((credentials + "\n").utf8)
-            _ = bytes.withUnsafeBytes { write(feed.fd, $0.baseAddress, $0.count) }
-            feed.close()
-            stdinFile = input
+            stdinFile = try feed(credentials)
         } else {
             stdinFile = try OpenFile(path: "/dev/null", flags: O_RDONLY)
         }
@@ -222,6 +218,16 @@ struct KeptServer {
         guard Glibc.pipe(&ends) == 0 else { throw SystemError("pipe", what) }
         for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         return (OpenFile(adopting: ends[0], path: what), OpenFile(adopting: ends[1], path: what))
+    }
+
+    /// The read end of a pipe holding `credentials` and a newline (a registry login fits in
+    /// the pipe's buffer).
+    static func feed(_ credentials: String) throws -> OpenFile {
+        let (input, feed) = try pipe("credentials")
+        let bytes = Array((credentials + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(feed.fd, $0.baseAddress, $0.count) }
+        feed.close()
+        return input
     }
 
     /// true: the readiness line came; false: a byte of it; nil: the pipe ended (or failed).
